@@ -1,0 +1,33 @@
+"""Keras models for Mars terrain segmentation: the U-Net family, Pix2Pix, and the challenge's mean IoU.
+
+Nothing here imports tuning/ or data/. The names below are loaded on first use, so `import models` (and
+`from models.unet import ModelConfigError`) does not load TensorFlow; `models.metrics` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelConfigError": "models.unet",
+    "MAX_LEVELS": "models.unet",
+    "UNetConfig": "models.unet",
+    "build_unet": "models.unet",
+    "validate_config": "models.unet",
+    "MeanIoU": "models.metrics",
+    "iou_per_class": "models.metrics",
+    "mean_iou": "models.metrics",
+    "build_patchgan": "models.patchgan",
+    "build_pix2pix": "models.pix2pix",
+    "Pix2Pix": "models.pix2pix",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

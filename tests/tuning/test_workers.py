@@ -1,0 +1,186 @@
+"""Optuna workers sharing one storage: real `tune worker` / `tune run --workers K` processes, a real
+PostgreSQL database (fresh per test) or SQLite file, and the analytic objective (no TensorFlow)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import run_tune
+from tests.tuning.workers_util import (
+    by_state,
+    create_study,
+    finish,
+    logs,
+    start_tune,
+    start_worker,
+    trials_of,
+    tune_env,
+    write_spec,
+)
+from tuning.storage import PG_CONNECTIONS_PER_WORKER
+
+PASSWORD = "S3cretPw"
+
+
+def test_worker_needs_no_spec_file_and_exits_0_at_the_target(sqlite_url: str, tmp_path: Path) -> None:
+    spec_dir, node = tmp_path / "head", tmp_path / "node"  # the node has no studies/ and no spec
+    spec_dir.mkdir(), node.mkdir()
+    create_study(write_spec(spec_dir, study="joined", trials=6, epochs=3), sqlite_url)
+    # `tune worker --workers 2`: two worker processes on this node, one summary.
+    args = ["worker", "--study", "joined", "--storage", sqlite_url, "--workers", "2"]
+    proc = start_tune(args, tmp_path / "w.log", node, tune_env())
+    code = finish([proc])
+    out = (tmp_path / "w.log").read_text()
+    assert code == [0], out
+    trials = trials_of(sqlite_url, "joined")
+    assert by_state(trials)[TrialState.COMPLETE] == 6 and len(trials) == 6
+    assert {t.user_attrs["epochs_run"] for t in trials} == {3}  # the stored spec's epochs, not the default 10
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took part
+    assert "[w0] trial " in out and "[w1] trial " in out, out  # their progress, prefixed
+    assert out.count("study joined: 6/6 finished, 0 failed, 0 running") == 1 and out.count("exit 0") == 2, out
+    late = run_tune("worker", "--study", "joined", "--storage", sqlite_url, cwd=node)  # nothing left to do
+    assert late.returncode == 0 and "6/6 finished; ran 0 here" in late.stderr, late.stderr
+    missing = run_tune("worker", "--study", "nope", "--storage", sqlite_url, "--workers", "2", cwd=node)
+    assert missing.returncode == 1 and missing.stderr.count("Error: ") == 1, missing.stderr
+    assert "no study named 'nope'" in missing.stderr and "joined" in missing.stderr, missing.stderr
+
+
+def test_run_workers_exits_non_zero_when_a_worker_fails(sqlite_url: str, tmp_path: Path) -> None:
+    # Every first attempt fails: each worker stops after 10 failures in a row (exit 1).
+    spec = write_spec(tmp_path, study="doomed", trials=3, fail_trials=range(40))
+    result = run_tune(
+        "run", "--spec", str(spec), "--storage", sqlite_url, "--workers", "2", "-q", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("trials in a row failed") == 2, result.stderr  # each child's own error
+    assert "study doomed: 0/3 finished, 20 failed, 0 running" in result.stderr, result.stderr
+    assert result.stderr.count("failed), exit 1") == 2, result.stderr
+
+
+def _sample_connections(db: str, stop: threading.Event, seen: list[int]) -> None:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        while not stop.is_set():
+            seen.append(conn.execute(query, (db,)).fetchone()[0])
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_eight_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, study="eight", trials=160, epochs=2)
+    db = pg_url.rsplit("/", 1)[1]
+    stop, seen = threading.Event(), []
+    sampler = threading.Thread(target=_sample_connections, args=(db, stop, seen))
+    sampler.start()
+    try:
+        args = ["run", "--spec", str(spec), "--storage", pg_url, "--workers", "8", "--quiet"]
+        proc = start_tune(args, tmp_path / "run.log", tmp_path, tune_env())
+        code = finish([proc], timeout=400)[0]
+    finally:
+        stop.set()
+        sampler.join()
+    out = (tmp_path / "run.log").read_text()
+    assert code == 0, out
+    trials = trials_of(pg_url, "eight")
+    states = by_state(trials)
+    assert states[TrialState.COMPLETE] == 160 and len(trials) == 160, states
+    assert sorted(t.number for t in trials) == list(range(160))  # no gap, no duplicate
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0
+    assert len({t.user_attrs["worker"] for t in trials}) == 8, out
+    assert "8 workers x 1 threads" in out and "study eight: 160/160 finished, 0 failed, 0 running" in out
+    assert out.count("exit 0") == 8, out
+    # Bounded: each worker process holds at most its pool (documented), the parent none while waiting.
+    assert len(seen) > 20 and 0 < max(seen) <= 8 * PG_CONNECTIONS_PER_WORKER, seen
+
+
+@pytest.mark.slow
+def test_four_workers_on_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
+    create_study(write_spec(tmp_path, study="four", sampler="tpe", trials=100, epochs=2), sqlite_url)
+    names = [tmp_path / f"w{k}.log" for k in range(4)]
+    codes = finish([start_worker("four", sqlite_url, log, tmp_path) for log in names], timeout=400)
+    out = logs(names)
+    assert codes == [0, 0, 0, 0], out
+    assert "locked" not in out.lower() and "Traceback" not in out, out
+    trials = trials_of(sqlite_url, "four")
+    assert by_state(trials)[TrialState.COMPLETE] == 100 and len(trials) == 100
+    assert sorted(t.number for t in trials) == list(range(100))
+    assert len({t.user_attrs["worker"] for t in trials}) == 4
+
+
+def test_grid_with_three_workers_runs_each_point_once(pg_url: str, tmp_path: Path) -> None:
+    space = {  # 3 x 2 x 2 = 12 points
+        "base_filters": {"type": "categorical", "choices": [8, 16, 32]},
+        "kernel": {"type": "categorical", "choices": [3, 5]},
+        "levels": {"type": "int", "low": 3, "high": 4},
+    }
+    spec = create_study(write_spec(tmp_path, study="grid12", sampler="grid", space=space), pg_url)
+    assert len(spec.space.grid()) == 12
+    names = [tmp_path / f"w{k}.log" for k in range(3)]
+    codes = finish([start_worker("grid12", pg_url, log, tmp_path) for log in names])
+    assert codes == [0, 0, 0], logs(names)
+    trials = trials_of(pg_url, "grid12")
+    assert len(trials) == 12 and by_state(trials)[TrialState.COMPLETE] == 12
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == 12
+    assert set(points) == {tuple(sorted(p.items())) for p in spec.space.grid()}
+
+
+def _no_password(result_text: str) -> None:
+    assert PASSWORD not in result_text, result_text
+    assert "S3cret" not in result_text
+
+
+def test_password_never_printed_when_the_database_refuses(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/nodb"
+    for args in (["worker", "--study", "s", "--storage", url], ["status", "--storage", url]):
+        result = run_tune(*args, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "Error: " in result.stderr and "postgres:***@127.0.0.1" in result.stderr, result.stderr
+        _no_password(result.stdout + result.stderr)
+    # Even the traceback that TUNE_DEBUG=1 shows keeps the password out.
+    debug = run_tune("worker", "--study", "s", "--storage", url, cwd=tmp_path, env={"TUNE_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    _no_password(debug.stdout + debug.stderr)
+
+
+def test_password_never_printed_by_a_working_deployment(pg_url: str, tmp_path: Path) -> None:
+    # Trust authentication on the test server ignores the password: it is correct but never checked.
+    url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")
+    spec = write_spec(tmp_path, study="pw", trials=4)
+    run = run_tune("run", "--spec", str(spec), "--storage", url, "--workers", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "postgres:***@127.0.0.1" in run.stderr
+    status = run_tune("status", "--storage", url, cwd=tmp_path)
+    assert status.returncode == 0 and "pw" in status.stdout, status.stderr
+    for result in (run, status):
+        _no_password(result.stdout + result.stderr)
+    assert by_state(trials_of(url, "pw"))[TrialState.COMPLETE] == 4
+
+
+def test_a_worker_refuses_data_other_than_the_studys(sqlite_url: str, tmp_path: Path) -> None:
+    """`tune worker --data` points a node at its own copy; a different data set would mix scores."""
+    from data.synthetic import write_npz
+    from tuning.engines import _optuna as engine
+    from tuning.errors import DataError
+    from tuning.objective import prepare_data
+    from tuning.spec import load_spec
+    from tuning.storage import open_storage
+
+    spec = load_spec(None, ["study=data", "data.synthetic_items=24", "search.sampler=random"])
+    prepared = prepare_data(spec)  # numpy only: no model is built
+    engine.create(spec, sqlite_url, {"data_fingerprint": prepared.fingerprint})
+    storage = open_storage(sqlite_url)
+    _, joined = engine.join(storage, "data")  # the stored spec regenerates the same synthetic set
+    assert joined.data.synthetic_items == 24
+    other = tmp_path / "other.npz"
+    write_npz(other, n_train=24, n_test=2, seed=5)
+    with pytest.raises(
+        DataError, match=r"this worker's data \(.*other.npz, fingerprint \w+\) is not the study's"
+    ):
+        engine.join(storage, "data", data_path=str(other))

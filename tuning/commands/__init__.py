@@ -1,0 +1,1 @@
+"""One small module per command group; each exposes `register(app)`."""

@@ -1,0 +1,80 @@
+"""`tune data clean` and `tune data synth`: inspect and make data sets in the challenge layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuning.commands._options import JsonOpt, handle_errors, stderr
+
+CLEAN_HELP = """Find the contamination (unrelated pictures that all share one identical mask), print what
+would be removed and why, and write the removed indices.
+
+Example:
+
+  tune data clean --data data/mars_for_students.npz --out studies/contamination.txt
+"""
+
+SYNTH_HELP = """Write the built-in synthetic Mars terrain as an .npz in the challenge layout.
+
+Example:
+
+  tune data synth --out synthetic.npz --n-train 600 --n-test 60 --seed 0
+"""
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Data sets: check, clean, generate.", no_args_is_help=True)
+    app.add_typer(group, name="data")
+
+    @group.command(help=CLEAN_HELP)
+    @handle_errors
+    def clean(
+        data: Annotated[Path, typer.Option("--data", help="An .npz in the challenge layout.")],
+        out: Annotated[
+            Path | None, typer.Option(help="Where to write removed indices, one per line.")
+        ] = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        import json
+
+        from data.clean import find_contamination
+        from data.mars import load_npz
+
+        loaded = load_npz(data)
+        report = find_contamination(loaded.images, loaded.labels)
+        if out is not None:
+            out.write_text("".join(f"{i}\n" for i in report.removed.tolist()))
+        if json_:
+            typer.echo(
+                json.dumps(
+                    {
+                        "pairs": len(loaded.images),
+                        "removed": report.removed.tolist(),
+                        "kept": report.kept,
+                        "reason": report.reason,
+                    }
+                )
+            )
+        else:
+            typer.echo(report.summary())
+            if out is not None:
+                stderr(f"removed indices written to {out}")
+
+    @group.command(help=SYNTH_HELP)
+    @handle_errors
+    def synth(
+        out: Annotated[Path, typer.Option(help="Output .npz path.")],
+        n_train: Annotated[int, typer.Option(min=8, help="Training pairs.")] = 600,
+        n_test: Annotated[int, typer.Option(min=0, help="Test images.")] = 60,
+        seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    ) -> None:
+        from data.synthetic import write_npz
+
+        result = write_npz(out, n_train=n_train, n_test=n_test, seed=seed)
+        typer.echo(
+            f"{out}: {len(result.training_set)} pairs ({len(result.contaminated)} planted contamination), "
+            f"{len(result.test_set)} test images"
+        )
