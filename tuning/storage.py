@@ -204,19 +204,28 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, **kwargs: Any) -
     return optuna.load_study(study_name=name, storage=storage, **kwargs)
 
 
-def best_export(storage: optuna.storages.BaseStorage, name: str, url: str) -> dict[str, Any]:
-    """Everything `tune pix2pix` needs to reproduce the best trial, as a plain dict (written as YAML)."""
+def best_export(url: str, name: str) -> dict[str, Any]:
+    """Everything `tune pix2pix` needs to reproduce the best trial, as a plain dict (written as YAML).
+
+    Read-only SQL on Optuna's tables (tuning/study_tables.py), so exporting never waits for Optuna's
+    import and schema check.
+    """
     import datetime
     import importlib.metadata as md
 
-    study = load_study(storage, name)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise StorageError(
-            f"study {name!r} has no completed trial yet; run `tune run --study {name}` first"
-        ) from None
-    spec = study.user_attrs.get("spec", {})
+    from tuning import study_tables as tables
+
+    with tables.reading(url) as conn:
+        sid = tables.study_id(conn, name)
+        best = tables.best_trial_id(conn, sid)
+        if best is None:
+            raise StorageError(
+                f"study {name!r} has no completed trial yet; run `tune run --study {name}` first"
+            )
+        trial_id, number, value = best
+        study_attrs = tables.study_user_attrs(conn, sid)
+        params = tables.trial_params(conn, trial_id)
+        trial_attrs = tables.trial_user_attrs(conn, trial_id)
     versions = {}
     for package in ("tune", "tensorflow", "keras", "optuna", "numpy"):
         try:
@@ -227,19 +236,19 @@ def best_export(storage: optuna.storages.BaseStorage, name: str, url: str) -> di
         "kind": "tune/best-config",
         "format": 1,
         "study": name,
-        "trial": best.number,
-        "value": float(best.value),
+        "trial": number,
+        "value": float(value),
         "metric": "validation mean IoU over classes 1..4",
-        "config": best.user_attrs.get("config", dict(best.params)),
-        "params": dict(best.params),
-        "per_class_iou": best.user_attrs.get("per_class_iou"),
+        "config": trial_attrs.get("config", params),
+        "params": params,
+        "per_class_iou": trial_attrs.get("per_class_iou"),
         "data": {
-            "path": study.user_attrs.get("data_path"),
-            "source": study.user_attrs.get("data_source"),
-            "fingerprint": study.user_attrs.get("data_fingerprint"),
-            "synthetic": study.user_attrs.get("data_synthetic"),
+            "path": study_attrs.get("data_path"),
+            "source": study_attrs.get("data_source"),
+            "fingerprint": study_attrs.get("data_fingerprint"),
+            "synthetic": study_attrs.get("data_synthetic"),
         },
-        "spec": spec,
+        "spec": study_attrs.get("spec", {}),
         "storage": display_url(url),
         "packages": versions,
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

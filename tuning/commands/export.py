@@ -38,11 +38,11 @@ def register(app: typer.Typer) -> None:
         import yaml
 
         from tuning.spec import DEFAULTS, check_study_name
-        from tuning.storage import best_export, open_storage, resolve_url
+        from tuning.storage import best_export, resolve_url
 
         name = check_study_name(study or DEFAULTS["study"])
         url = resolve_url(storage)
-        exported = best_export(open_storage(url), name, url)
+        exported = best_export(url, name)
         path = out or Path("studies") / f"{name}.best.yaml"
         _write_atomically(path, yaml.safe_dump(exported, sort_keys=False))
         if json_:

@@ -35,68 +35,34 @@ def sparkline(values: list[float], width: int = 20) -> str:
     return "".join(_BARS[min(len(_BARS) - 1, int((b - low) / span * (len(_BARS) - 1)))] for b in best)
 
 
-def _aggregate(storage: Any, sid: int) -> tuple[dict[Any, int], list[tuple[int, float]]]:
-    """Trial counts by state and the completed trials' (number, value) in order, for one study.
+def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
+    """One row per study: trials by state, target, best value and trial, best-so-far trend.
 
-    On an RDB storage these are two SQL queries (a GROUP BY and one indexed column join), so a study of
-    10,000 trials answers in milliseconds; loading every trial with its params, attributes and per-epoch
-    values took tens of seconds. Optuna's table models are private API: checked against optuna==5.0.0.
+    A GROUP BY and one indexed join per study, read straight from Optuna's tables (tuning/study_tables.py):
+    a study of 10,000 trials answers in milliseconds, with no Optuna import.
     """
-    from optuna.trial import TrialState
-
-    if not hasattr(storage, "engine"):  # not an RDB storage: load the trials
-        trials = storage.get_all_trials(sid, deepcopy=False, states=None)
-        by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
-        done = [(t.number, t.value) for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        return by_state, sorted(done)
-    import sqlalchemy as sa
-    from optuna.storages._rdb import models
-
-    trial, value = models.TrialModel, models.TrialValueModel
-    with storage.engine.connect() as conn:
-        states = conn.execute(
-            sa.select(trial.state, sa.func.count()).where(trial.study_id == sid).group_by(trial.state)
-        ).all()
-        rows = conn.execute(
-            sa.select(trial.number, value.value, value.value_type)
-            .join(value, value.trial_id == trial.trial_id)
-            .where(trial.study_id == sid, trial.state == TrialState.COMPLETE, value.objective == 0)
-            .order_by(trial.number)
-        ).all()
-    done = [(n, value.stored_repr_to_value(v, kind)) for n, v, kind in rows]
-    return {state: n for state, n in states}, done
-
-
-def study_rows(storage: Any, only: str | None) -> list[dict[str, Any]]:
-    from optuna.trial import TrialState
-
-    from tuning.storage import load_study
+    from tuning import study_tables as tables
 
     rows = []
-    summaries = storage.get_all_studies()
-    if only is not None:
-        load_study(storage, only)  # a clear error for an unknown name
-        summaries = [s for s in summaries if s.study_name == only]
-    for summary in summaries:
-        sid = storage.get_study_id_from_name(summary.study_name)
-        counts = {s.name.lower(): 0 for s in TrialState}
-        by_state, completed = _aggregate(storage, sid)
-        for state, n in by_state.items():
-            counts[state.name.lower()] += n
-        values = [value for _, value in completed]
-        attrs = storage.get_study_user_attrs(sid)
-        best = max(((value, number) for number, value in completed), default=(None, None))
-        rows.append(
-            {
-                "study": summary.study_name,
-                "sampler": (attrs.get("spec") or {}).get("search", {}).get("sampler"),
-                "target": attrs.get("target_trials"),
-                **counts,
-                "best_value": best[0],
-                "best_trial": best[1],
-                "trend": sparkline(values),
-            }
-        )
+    with tables.reading(url) as conn:
+        ids = tables.study_ids(conn)
+        if only is not None:
+            ids = {only: tables.study_id(conn, only)}  # a clear error for an unknown name
+        for name, sid in ids.items():
+            completed = tables.completed_values(conn, sid)
+            attrs = tables.study_user_attrs(conn, sid)
+            best = tables.best_trial_id(conn, sid)
+            rows.append(
+                {
+                    "study": name,
+                    "sampler": (attrs.get("spec") or {}).get("search", {}).get("sampler"),
+                    "target": attrs.get("target_trials"),
+                    **tables.state_counts(conn, sid),
+                    "best_value": None if best is None else best[2],
+                    "best_trial": None if best is None else best[1],
+                    "trend": sparkline([value for _, value in completed]),
+                }
+            )
     return rows
 
 
@@ -109,10 +75,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from tuning.storage import display_url, open_storage, resolve_url
+        from tuning.storage import display_url, resolve_url
 
         url = resolve_url(storage)
-        rows = study_rows(open_storage(url), study)
+        rows = study_rows(url, study)
         if json_:
             typer.echo(json.dumps(rows, indent=2))
             return
