@@ -11,7 +11,8 @@ import numpy as np
 
 
 class EpochTracker(keras.callbacks.Callback):
-    """Reports val mIoU each epoch, keeps the best and its per-class IoU, stops on pruning or patience."""
+    """Reports val mIoU each epoch, keeps the best and its per-class IoU, stops on pruning, patience or a
+    NaN loss."""
 
     def __init__(self, report: Callable[[int, float], bool], miou: Any, patience: int) -> None:
         super().__init__()
@@ -22,6 +23,11 @@ class EpochTracker(keras.callbacks.Callback):
         self.flat = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            # Diverged: stop here. Checked per epoch, not per batch as keras.callbacks.TerminateOnNaN
+            # does: any per-batch hook makes Keras copy every batch's logs to the host synchronously.
+            self.model.stop_training = True
+            return
         value = float((logs or {}).get("val_miou", float("nan")))
         if not math.isfinite(value):
             return
