@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -26,6 +27,11 @@ from tuning.errors import SpecError
 from tuning.storage import STORAGE_ENV, display_url
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
+# A worker's exit code after its `--max-trials` when the study is not done: start a fresh one in its place.
+# TensorFlow keeps ~40-60 MB of every fitted model after clear_session (bench/memory.py), so a process
+# that trains for hours grows by gigabytes; recycling it every few trials keeps memory flat.
+RECYCLE_EXIT = 75
+PARENT_ENV = "TUNE_PARENT_PID"
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,25 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 def default_workers(gpu_ids: Sequence[str]) -> int:
-    """One worker per GPU on a machine with several; otherwise one (in-process) worker."""
+    """One worker per GPU on a machine with several; otherwise one worker."""
     return len(gpu_ids) if len(gpu_ids) > 1 else 1
 
 
-def local_plan(workers: int | None, threads: int, engine: str) -> list[WorkerPlan] | None:
-    """The children `tune run` should start, or None to run in this process (one worker)."""
+def local_plan(
+    workers: int | None, threads: int, engine: str, *, recycle: bool = False
+) -> list[WorkerPlan] | None:
+    """The children `tune run` should start, or None to run in this process.
+
+    One worker runs in this process unless it is to be recycled (trials that train Keras models and
+    `search.trials_per_process` > 0): then it is one child, replaced by a fresh one every few trials.
+    """
     if engine != "optuna":
         if workers is not None and workers > 1:
             raise SpecError(f"--workers runs Optuna workers; the {engine} engine schedules its own trials")
         return None
     gpu_ids = detect_gpus()
     count = default_workers(gpu_ids) if workers is None else workers
-    return plan_workers(count, threads, gpu_ids) if count > 1 else None
+    return plan_workers(count, threads, gpu_ids) if count > 1 or recycle else None
 
 
 def plan_workers(
@@ -94,6 +106,7 @@ def child_env(plan: WorkerPlan, storage_url: str, base: Mapping[str, str] | None
     """The storage URL goes in the environment, not argv: `ps` shows argv and the URL may hold a password."""
     env = dict(os.environ if base is None else base)
     env[STORAGE_ENV] = storage_url
+    env[PARENT_ENV] = str(os.getpid())  # the child stops when this process dies (die_with_parent)
     env.setdefault("OMP_NUM_THREADS", str(plan.threads))  # numpy/oneDNN pools obey the same split
     if plan.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan.gpus
@@ -101,28 +114,28 @@ def child_env(plan: WorkerPlan, storage_url: str, base: Mapping[str, str] | None
     return env
 
 
-def child_args(study: str, plan: WorkerPlan, quiet: bool, data_path: str | None = None) -> list[str]:
-    """`tune worker --workers 1`: a child must never start children of its own (one per GPU)."""
+def child_args(
+    study: str, plan: WorkerPlan, quiet: bool, data_path: str | None = None, max_trials: int = 0
+) -> list[str]:
+    """`tune worker --workers 1 --max-trials 0`: a child never starts children of its own; with
+    max_trials it exits RECYCLE_EXIT after that many trials."""
     args = [sys.executable, "-m", "tuning", "worker", "--study", study, "--threads", str(plan.threads)]
-    args += ["--workers", "1", "--no-summary"] + (["--quiet"] if quiet else [])
-    return args + (["--data", data_path] if data_path else [])
+    args += ["--workers", "1", "--max-trials", str(max_trials), "--no-summary"]
+    return args + (["--quiet"] if quiet else []) + (["--data", data_path] if data_path else [])
 
 
-def _libc() -> Any:
+def die_with_parent() -> None:
+    """In a child of `run_local_workers`: get SIGTERM when the parent dies (Linux), so none is orphaned."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
     try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the parent dies (Linux), so no worker is orphaned."""
-    prctl = getattr(_LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _pump(stream: IO[str], prefix: str) -> None:
@@ -153,10 +166,48 @@ class _Forwarder:
         if self.signum is not None:
             return  # the children are already stopping; a second signal must not cut their clean-up
         self.signum = signum
-        print(f"[tune] {signal.Signals(signum).name}: stopping {len(self.procs)} workers", file=sys.stderr)
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
+        live = [proc for proc in self.procs if proc.poll() is None]
+        print(f"[tune] {signal.Signals(signum).name}: stopping {len(live)} workers", file=sys.stderr)
+        for proc in live:
+            proc.send_signal(signum)
+
+    def adopt(self, proc: subprocess.Popen[str]) -> None:
+        """Track a child started after a signal may have arrived: it gets the signal too."""
+        self.procs.append(proc)
+        if self.signum is not None and proc.poll() is None:
+            proc.send_signal(self.signum)
+
+
+@dataclass
+class _Slot:
+    """One worker place: its plan, the processes that held it in turn and how the last one exited."""
+
+    plan: WorkerPlan
+    pids: list[int]
+    code: int | None = None
+
+
+def _keep_slot_working(
+    slot: _Slot, forward: _Forwarder, args: list[str], env: dict[str, str], prefix: str
+) -> None:
+    """Run the slot's worker; when it exits to be recycled, start a fresh one in its place."""
+    while forward.signum is None:
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it forwards exactly one signal
+        )
+        forward.adopt(proc)
+        slot.pids.append(proc.pid)
+        _pump(proc.stdout, prefix)  # type: ignore[arg-type]
+        slot.code = proc.wait()
+        if slot.code != RECYCLE_EXIT:
+            return
+        if forward.signum is None:
+            print(f"{prefix}[tune] recycled after its trials: a fresh process continues", file=sys.stderr)
 
 
 def run_local_workers(
@@ -168,58 +219,61 @@ def run_local_workers(
     spec: Any = None,
     data_info: dict[str, Any] | None = None,
     data_path: str | None = None,
+    trials_per_process: int = 0,
+    timeout: float | None = None,
 ) -> int:
     """Create the study (`tune run`: given its spec) or join it (`tune worker`), run the children to the
-    end, print one summary; returns the exit code."""
+    end (each replaced by a fresh process every `trials_per_process` trials), print one summary; returns
+    the exit code."""
     from tuning.engines import _optuna as engine
+    from tuning.engines._optuna import DEADLINE_ENV
 
     if spec is not None:
         engine.create(spec, storage_url, data_info or {})
     else:  # one clear error here rather than the same one from each child
-        from tuning.storage import load_study, open_storage
+        from tuning import study_tables
 
-        storage = open_storage(storage_url)
-        try:
-            load_study(storage, study)
-        finally:
-            storage.engine.dispose()
+        with study_tables.reading(storage_url) as conn:
+            study_tables.study_id(conn, study)
     gpus = ", ".join(f"w{p.index}: GPU {p.gpus}" for p in plans if p.gpus is not None) or "no GPU"
+    recycling = f", a fresh process every {trials_per_process} trials" if trials_per_process else ""
     print(
-        f"[tune] {len(plans)} workers x {plans[0].threads} threads on {display_url(storage_url)} ({gpus})",
+        f"[tune] {len(plans)} worker{'s' * (len(plans) > 1)} x {plans[0].threads} threads on "
+        f"{display_url(storage_url)} ({gpus}{recycling})",
         file=sys.stderr,
         flush=True,
     )
-    pumps: list[threading.Thread] = []
+    if timeout:
+        os.environ[DEADLINE_ENV] = f"{time.time() + timeout:.3f}"  # children and their replacements
+    slots = [_Slot(plan, []) for plan in plans]
     with _Forwarder() as forward:
-        for plan in plans:
-            if forward.signum is not None:
-                break
-            proc = subprocess.Popen(
-                child_args(study, plan, quiet, data_path),
-                env=child_env(plan, storage_url),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,  # Ctrl-C reaches the parent only; it forwards exactly one signal
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet: pumps start after every spawn
+        threads = [
+            threading.Thread(
+                target=_keep_slot_working,
+                args=(
+                    slot,
+                    forward,
+                    child_args(study, slot.plan, quiet, data_path, trials_per_process),
+                    child_env(slot.plan, storage_url),
+                    f"[w{slot.plan.index}] " if len(plans) > 1 else "",
+                ),
+                daemon=True,
             )
-            forward.procs.append(proc)
-        for plan, proc in zip(plans, forward.procs, strict=False):
-            pumps.append(threading.Thread(target=_pump, args=(proc.stdout, f"[w{plan.index}] "), daemon=True))
-            pumps[-1].start()
-        codes = [proc.wait() for proc in forward.procs]
-        for pump in pumps:
-            pump.join(timeout=10)
+            for slot in slots
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # short waits: signal handlers run in this (the main) thread
         interrupted = forward.signum
-    _print_summary(study, storage_url, forward.procs, codes)
+    _print_summary(study, storage_url, slots)
     if interrupted is not None:
         return 130
-    return 1 if any(code != 0 for code in codes) or len(codes) < len(plans) else 0
+    return 1 if any(slot.code != 0 for slot in slots) else 0
 
 
-def _print_summary(
-    study_name: str, url: str, procs: Sequence[subprocess.Popen[str]], codes: list[int]
-) -> None:
+def _print_summary(study_name: str, url: str, slots: Sequence[_Slot]) -> None:
     from optuna.trial import TrialState
 
     from tuning.storage import load_study, open_storage
@@ -229,10 +283,14 @@ def _print_summary(
     by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
     host = socket.gethostname()
     parts = []
-    for k, (proc, code) in enumerate(zip(procs, codes, strict=True)):
-        mine = [t for t in trials if t.user_attrs.get("worker") == f"{host}:{proc.pid}"]
+    for slot in slots:
+        workers = {f"{host}:{pid}" for pid in slot.pids}
+        mine = [t for t in trials if t.user_attrs.get("worker") in workers]
         fails = sum(t.state == TrialState.FAIL for t in mine)
-        parts.append(f"  w{k} (pid {proc.pid}): ran {len(mine)} trials ({fails} failed), exit {code}")
+        pids = ", ".join(map(str, slot.pids))
+        parts.append(
+            f"  w{slot.plan.index} (pid {pids}): ran {len(mine)} trials ({fails} failed), exit {slot.code}"
+        )
     done = by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]
     target = study.user_attrs.get("target_trials", "?")
     finished = [t for t in trials if t.state == TrialState.COMPLETE]

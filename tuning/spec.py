@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
         "pruner": "median",  # stop trials whose mIoU is below the median at the same epoch
         "trials": 20,  # target number of finished (complete or pruned) trials
         "timeout": None,  # seconds; None = until the target
+        # A worker process is replaced by a fresh one after this many trials: TensorFlow keeps memory of
+        # every fitted model (~40-60 MB), which would add up to gigabytes over a long study. 0 = never.
+        "trials_per_process": 5,
     },
     "objective": {
         "kind": "unet",  # unet = train the model; analytic = a closed-form stand-in for service tests
@@ -99,6 +102,7 @@ class SearchSpec(_Section):
     pruner: str
     trials: int = Field(ge=1)
     timeout: float | None = Field(gt=0)
+    trials_per_process: int = Field(ge=0)
 
 
 class ObjectiveSpec(_Section):

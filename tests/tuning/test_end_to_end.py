@@ -75,3 +75,30 @@ def test_run_export_and_optuna_cli_agree(tmp_path: Path) -> None:
     status = run_tune("status", "--json", cwd=tmp_path)
     row = json.loads(status.stdout)[0]
     assert (row["study"], row["complete"], row["best_trial"]) == ("e2e", 1, 0)
+
+
+def test_a_long_run_recycles_its_worker_process_and_loses_nothing(tmp_path: Path) -> None:
+    """search.trials_per_process=2: trials 0-1, 2-3 and 4 train in three processes (TensorFlow's memory
+    goes with each), and the study is whole: 5 complete trials, one summary, exit 0."""
+    import optuna
+
+    from tuning.storage import open_storage
+
+    (tmp_path / "studies").mkdir()
+    result = run_tune(
+        *("run", "--sampler", "random", "--trials", "5", "--epochs", "1", "--study", "recycled", "-q"),
+        *("--set", "search.trials_per_process=2", "--set", "search.pruner=none"),
+        *("--set", "train.max_items=24", "--set", "train.batch_size=8", "--set", "data.synthetic_items=40"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "a fresh process every 2 trials" in result.stderr
+    assert result.stderr.count("recycled after its trials") == 2, result.stderr
+    study = optuna.load_study(
+        study_name="recycled", storage=open_storage(f"sqlite:///{tmp_path}/studies/tune.db")
+    )
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4], workers
+    assert "study recycled: 5/5 finished, 0 failed, 0 running" in result.stderr

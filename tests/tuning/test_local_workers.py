@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.tuning.workers_util import write_spec
+from tuning.commands.run import trials_per_process
 from tuning.errors import SpecError, StorageError
 from tuning.local_workers import (
     WorkerPlan,
@@ -20,6 +22,7 @@ from tuning.local_workers import (
     local_plan,
     plan_workers,
 )
+from tuning.spec import load_spec
 from tuning.storage import grace_period, heartbeat_interval
 
 URL = "postgresql+psycopg://tune:S3cretPw@head/tune"
@@ -77,6 +80,18 @@ def test_local_plan_on_this_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None
     assert local_plan(None, 0, "keras-tuner") is None
     with pytest.raises(SpecError, match="--workers runs Optuna workers"):
         local_plan(2, 0, "ray")
+    # Recycled: even one worker is a child process, so a fresh one can replace it.
+    one = local_plan(None, 0, "optuna", recycle=True)
+    assert one is not None and [p.index for p in one] == [0] and one[0].gpus is None
+    assert local_plan(None, 0, "keras-tuner", recycle=True) is None  # its tuner keeps its own state
+
+
+def test_only_keras_trials_recycle_their_process() -> None:
+    assert trials_per_process(load_spec(None, [])) == 5  # the default
+    assert trials_per_process(load_spec(None, ["search.trials_per_process=0"])) == 0
+    assert trials_per_process(load_spec(None, ["objective.kind=analytic"])) == 0  # no TensorFlow to leak
+    with pytest.raises(SpecError, match="trials_per_process"):
+        load_spec(None, ["search.trials_per_process=-1"])
 
 
 def test_children_get_the_storage_through_the_environment_not_argv() -> None:
@@ -84,9 +99,13 @@ def test_children_get_the_storage_through_the_environment_not_argv() -> None:
     args = child_args("unet-mars", plan, quiet=True)
     assert args[1:4] == ["-m", "tuning", "worker"] and "--no-summary" in args and "--quiet" in args
     assert args[args.index("--workers") + 1] == "1"  # a child never starts children of its own
+    assert args[args.index("--max-trials") + 1] == "0"  # and is recycled only when asked
+    five = child_args("s", plan, quiet=False, max_trials=5)
+    assert five[five.index("--max-trials") + 1] == "5"
     assert not any("S3cretPw" in a or "postgresql" in a for a in args)  # `ps` shows argv
     env = child_env(plan, URL, base={"PATH": "/bin"})
     assert env["TUNE_STORAGE"] == URL and env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert env["TUNE_PARENT_PID"] == str(os.getpid())  # the child dies with its parent
     assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and env["OMP_NUM_THREADS"] == "1"
     cpu = child_env(WorkerPlan(0, 2, None), URL, base={"CUDA_VISIBLE_DEVICES": "0"})
     assert cpu["CUDA_VISIBLE_DEVICES"] == "0" and cpu["OMP_NUM_THREADS"] == "2"  # left as it was

@@ -137,12 +137,21 @@ def register(app: typer.Typer) -> None:
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
         from tuning.local_workers import local_plan, run_local_workers
 
-        if (plans := local_plan(workers, threads, resolved.search.engine)) is not None:
+        every = trials_per_process(resolved)
+        if (plans := local_plan(workers, threads, resolved.search.engine, recycle=every > 0)) is not None:
             if tensorboard:
                 os.environ[TENSORBOARD_ENV] = "1"  # the `tune worker` children read it (TensorBoardOpt)
-            raise typer.Exit(
-                run_local_workers(resolved.study, url, plans, quiet, spec=resolved, data_info=data_info)
+            code = run_local_workers(
+                resolved.study,
+                url,
+                plans,
+                quiet,
+                spec=resolved,
+                data_info=data_info,
+                trials_per_process=every,
+                timeout=resolved.search.timeout,
             )
+            raise typer.Exit(code)
         extra = (("data_info", data_info), *_tensorboard_extra(tensorboard, resolved.study), *ray_extra)
         options = RunOptions(threads=threads, quiet=quiet, create=True, extra=extra)
         _summary(load_engine(resolved.search.engine).run(resolved, url, options))
@@ -161,25 +170,60 @@ def register(app: typer.Typer) -> None:
         summary: Annotated[bool, typer.Option("--summary/--no-summary", hidden=True)] = True,
         tensorboard: TensorBoardOpt = False,
         workers: WorkersOpt = None,
+        max_trials: Annotated[
+            int | None,
+            typer.Option(min=0, hidden=True, help="Run at most N trials here, then exit 75 (0: no limit)."),
+        ] = None,
     ) -> None:
         from tuning.engines import RunOptions
         from tuning.engines import _optuna as engine
-        from tuning.local_workers import local_plan, run_local_workers
+        from tuning.local_workers import RECYCLE_EXIT, die_with_parent, local_plan, run_local_workers
         from tuning.spec import DEFAULTS, spec_from_stored
         from tuning.storage import resolve_url
 
-        name = study or DEFAULTS["study"]
-        if (plans := local_plan(workers, threads, "optuna")) is not None:
-            if tensorboard:
-                os.environ[TENSORBOARD_ENV] = "1"
-            path = str(data) if data else None
-            raise typer.Exit(run_local_workers(name, resolve_url(storage), plans, quiet, data_path=path))
+        name, url = study or DEFAULTS["study"], resolve_url(storage)
+        if max_trials is None:  # started by a user: recycle per the study's spec
+            stored = _stored_spec(url, name)
+            every = trials_per_process(stored)
+            if (plans := local_plan(workers, threads, "optuna", recycle=every > 0)) is not None:
+                if tensorboard:
+                    os.environ[TENSORBOARD_ENV] = "1"
+                path = str(data) if data else None
+                code = run_local_workers(
+                    name,
+                    url,
+                    plans,
+                    quiet,
+                    data_path=path,
+                    trials_per_process=every,
+                    timeout=stored.search.timeout,
+                )
+                raise typer.Exit(code)
+        die_with_parent()
         placeholder = spec_from_stored({"study": name})  # the real spec is read from the study
         extra = ((("data_path", str(data)),) if data else ()) + _tensorboard_extra(tensorboard, name)
+        extra += (("max_trials", max_trials or 0),)
         options = RunOptions(threads=threads, quiet=quiet, create=False, extra=extra)
-        result = engine.run(placeholder, resolve_url(storage), options)
+        result = engine.run(placeholder, url, options)
         if summary:  # `tune run --workers K` prints one summary for all its workers instead
             _summary(result)
+        if result.recycle:
+            raise typer.Exit(RECYCLE_EXIT)
+
+
+def trials_per_process(spec: object) -> int:
+    """Trials a worker process runs before a fresh one replaces it; 0 (never) when no Keras model trains."""
+    return spec.search.trials_per_process if spec.objective.kind == "unet" else 0
+
+
+def _stored_spec(url: str, name: str) -> object:
+    """The spec a study was created with, read without Optuna (a clear error for an unknown study)."""
+    from tuning import study_tables
+    from tuning.spec import spec_from_stored
+
+    with study_tables.reading(url) as conn:
+        attrs = study_tables.study_user_attrs(conn, study_tables.study_id(conn, name))
+    return spec_from_stored({**attrs.get("spec", {}), "study": name})
 
 
 WorkersOpt = Annotated[

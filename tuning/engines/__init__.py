@@ -36,6 +36,7 @@ class RunSummary:
     best_number: int | None
     best_params: dict[str, Any] | None
     seconds: float
+    recycle: bool = False  # stopped at its max_trials with the study unfinished: a fresh process goes on
 
 
 class Engine(Protocol):

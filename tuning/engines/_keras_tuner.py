@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 
 from tuning.engines import RunOptions, RunSummary
 from tuning.engines._kt_trials import Job, TrialFailedHere, choose_project, projects_root, recorded_ids
-from tuning.engines._optuna import FATAL, _best, counts, create_or_join
+from tuning.engines._optuna import FATAL
+from tuning.engines._study import best_trial, counts, create_or_join
 from tuning.errors import SpecError, TuneError
 from tuning.progress import Progress
 from tuning.space import Categorical, Int, Space
@@ -229,7 +230,7 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
     finished = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
     if finished < target and job.budget_left() > 0 and not options.quiet:
         progress.console.print("note: Keras Tuner's oracle has no untried configuration left in this space")
-    best = _best(study)
+    best = best_trial(study)
     return RunSummary(
         study=spec.study,
         target=target,

@@ -25,7 +25,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning.engines._optuna import FATAL, MAX_FAILS_IN_A_ROW, _best, counts
+from tuning.engines._optuna import FATAL, MAX_FAILS_IN_A_ROW
+from tuning.engines._study import best_trial, counts
 from tuning.errors import TuneError
 from tuning.interrupts import StopRequest
 from tuning.objective import TrialContext, evaluate
@@ -203,7 +204,7 @@ class Job:
             }
         c = counts(self.study)
         number = sum(c.values())  # the Optuna number this trial will get (one process adds trials)
-        best = _best(self.study)
+        best = best_trial(self.study)
         self.progress.trial_started(
             number, c[TrialState.COMPLETE] + c[TrialState.PRUNED], params, best.value if best else None
         )

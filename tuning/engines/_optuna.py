@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from tuning.claim import StudyClaim
 from tuning.engines import RunOptions, RunSummary
+from tuning.engines._study import best_trial, counts, create, create_or_join, join
 from tuning.errors import DataError, MissingExtraError, SpecError, StorageError, TuneError
 from tuning.interrupts import StopRequest
 from tuning.objective import Pruned, TrialContext, evaluate
@@ -24,8 +25,10 @@ from tuning.progress import Progress
 from tuning.reaper import Reaper
 from tuning.samplers import make_pruner, make_sampler
 from tuning.space import Categorical, Int, Space
-from tuning.spec import Spec, spec_from_stored
-from tuning.storage import load_study, open_storage
+from tuning.spec import Spec
+from tuning.storage import open_storage
+
+__all__ = ["create", "create_or_join", "join", "run", "suggest"]  # create/join: for `tune run --workers`
 
 FATAL = (
     DataError,
@@ -34,6 +37,7 @@ FATAL = (
     MissingExtraError,
 )  # stop the run; everything else fails one trial
 MAX_FAILS_IN_A_ROW = 10
+DEADLINE_ENV = "TUNE_DEADLINE"  # set by `run_local_workers`: the run's end (epoch seconds) for every child
 POLL_SECONDS = 2.0
 
 
@@ -51,144 +55,6 @@ def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
         else:
             params[name] = trial.suggest_float(name, p.low, p.high, log=p.log)
     return params
-
-
-def initial_trials(spec: Spec) -> list[dict[str, Any]]:
-    """What every new study starts with: the baseline, then (grid) every other grid point once."""
-    baseline = {k: spec.baseline[k] for k in spec.space.params if k in spec.baseline}
-    if spec.search.sampler != "grid":
-        return [baseline]
-    points = spec.space.grid()
-    return [baseline] + [p for p in points if p != baseline] if baseline in points else points
-
-
-def _comparable(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in ("search", "study")}
-
-
-def create_or_join(
-    spec: Spec,
-    storage: Any,
-    url: str,
-    data_info: dict[str, Any],
-    *,
-    enqueue: bool = True,
-    sampler: optuna.samplers.BaseSampler | None = None,
-) -> optuna.Study:
-    """Create the study (once, under the claim) with its spec, target and initial trials.
-
-    Engines whose own algorithm picks every configuration (Keras Tuner) pass enqueue=False (no baseline
-    or grid points waiting in the storage) and a `sampler`, since their sampler names are not Optuna's.
-    """
-    if spec.search.sampler == "grid":
-        spec.space.grid()  # a float without `grid:` points is refused before the study exists
-    with StudyClaim(storage, url, spec.study):
-        study = optuna.create_study(
-            study_name=spec.study,
-            storage=storage,
-            direction="maximize",
-            load_if_exists=True,
-            sampler=sampler or make_sampler(spec.search.sampler, spec.train.seed),
-            pruner=make_pruner(spec.search.pruner),
-        )
-        stored = study.user_attrs.get("spec")
-        if stored is not None and _comparable(stored) != _comparable(spec.raw):
-            diff = sorted(k for k in _comparable(spec.raw) if stored.get(k) != spec.raw.get(k))
-            raise SpecError(
-                f"study {spec.study!r} exists with a different spec (sections {diff} differ); "
-                "use another --study or the spec it was made with"
-            )
-        if stored is None:
-            for params in initial_trials(spec) if enqueue else []:
-                study.enqueue_trial(
-                    params,
-                    user_attrs={
-                        "enqueued_as": "baseline"
-                        if params == initial_trials(spec)[0]
-                        else spec.search.sampler
-                    },
-                )
-            for key, value in data_info.items():
-                study.set_user_attr(key, value)
-        target = spec.space.grid_size() if spec.search.sampler == "grid" else spec.search.trials
-        study.set_user_attr("spec", spec.raw)
-        study.set_user_attr("target_trials", target)
-    return study
-
-
-def create(spec: Spec, storage_url: str, data_info: dict[str, Any]) -> None:
-    """Create and initialise the study without running a trial (the parent of `tune run --workers K`)."""
-    storage = open_storage(storage_url, create=True)
-    try:
-        create_or_join(spec, storage, storage_url, data_info)
-    finally:
-        storage.engine.dispose()  # the parent only waits from here on: it keeps no idle connection
-
-
-def join(storage: Any, name: str, data_path: str | None = None) -> tuple[optuna.Study, Spec]:
-    """Load a running study and its spec from the stored attributes (workers need no spec file).
-
-    `data_path` points this worker at its own copy of the data; its fingerprint must match the study's.
-    """
-    study = load_study(storage, name)
-    raw = study.user_attrs.get("spec")
-    if raw is None:
-        raise StorageError(
-            f"study {name!r} was not made by `tune run` (no stored spec); start it with `tune run`"
-        )
-    engine = (raw.get("search") or {}).get("engine", "optuna")
-    if engine != "optuna":
-        raise SpecError(
-            f"study {name!r} is run by the {engine} engine; continue it with "
-            f"`tune run --engine {engine} --study {name}`"
-        )
-    if data_path is not None:
-        raw = {**raw, "data": {**raw.get("data", {}), "path": data_path}}
-    spec = spec_from_stored(raw)
-    _check_same_data(spec, study.user_attrs.get("data_fingerprint"))
-    sampler = make_sampler(
-        spec.search.sampler, spec.train.seed + os.getpid()
-    )  # workers must not repeat draws
-    return optuna.load_study(
-        study_name=name, storage=storage, sampler=sampler, pruner=make_pruner(spec.search.pruner)
-    ), spec
-
-
-def _check_same_data(spec: Spec, fingerprint: str | None) -> None:
-    """A worker training on other data than the study's would mix incomparable scores into it."""
-    if spec.objective.kind != "unet" or not fingerprint:
-        return
-    from tuning.objective import prepare_data
-
-    found = prepare_data(spec).fingerprint
-    if found != fingerprint:
-        where = spec.data.path or "the built-in synthetic set"
-        raise DataError(
-            f"this worker's data ({where}, fingerprint {found}) is not the study's (fingerprint "
-            f"{fingerprint}); pass --data with the file the study was started on"
-        )
-
-
-_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
-
-
-def counts(study: optuna.Study) -> dict[TrialState, int]:
-    """Trials per state, read fresh from the database in one GROUP BY.
-
-    `get_n_trials` loads every trial of the study (five times per loop here): 0.15 s per loop at 40
-    trials on PostgreSQL and growing with the study, all of it spent while holding the claim.
-    """
-    import sqlalchemy
-
-    storage, sid = study._storage, study._study_id  # noqa: SLF001
-    rdb = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a cache
-    engine = getattr(rdb, "engine", None)
-    if engine is None:
-        return {s: storage.get_n_trials(sid, s) for s in _COUNTED}
-    query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state")
-    with engine.connect() as conn:
-        found = {str(state): int(n) for state, n in conn.execute(query, {"sid": sid})}
-    return {s: found.get(s.name, 0) for s in _COUNTED}
 
 
 def next_action(c: dict[TrialState, int], target: int, grid: bool) -> str:
@@ -223,10 +89,18 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
     last_reason = ""
     stops = StopRequest()
     reaper = Reaper(study, storage, storage_url)
+    max_trials = int(options.get("max_trials") or 0)
+    # search.timeout counts from the start of `tune run`, not of each recycled worker process.
+    inherited = os.environ.get(DEADLINE_ENV)
+    deadline = (
+        float(inherited)
+        if inherited
+        else (time.time() + spec.search.timeout if spec.search.timeout else None)
+    )
     with stops:
-        while True:
+        while not (max_trials and ran >= max_trials):
             stops.check()
-            if spec.search.timeout and time.monotonic() - started > spec.search.timeout:
+            if deadline is not None and time.time() > deadline:
                 break
             claim = StudyClaim(storage, storage_url, spec.study)
             with claim:
@@ -264,7 +138,8 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
             else:
                 fails_in_a_row = 0
     c = counts(study)
-    best = _best(study)
+    best = best_trial(study)
+    recycle = bool(max_trials and ran >= max_trials and next_action(c, target, grid) != "stop")
     return RunSummary(
         study=spec.study,
         target=target,
@@ -275,14 +150,8 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
         best_number=best.number if best else None,
         best_params=dict(best.params) if best else None,
         seconds=time.monotonic() - started,
+        recycle=recycle,
     )
-
-
-def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 class _Objective:
@@ -316,7 +185,7 @@ class _Objective:
         trial.set_user_attr("engine", "optuna")
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
-        best = _best(trial.study)
+        best = best_trial(trial.study)
         self.progress.trial_started(trial.number, self.done, params, best.value if best else None)
 
         def report(epoch: int, value: float) -> bool:

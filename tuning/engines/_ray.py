@@ -168,7 +168,7 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
     address = options.get("address")
     cpus, gpus = float(options.get("cpus_per_trial", 1.0)), float(options.get("gpus_per_trial", 0.0))
     _prepare_env(address)
-    from tuning.engines._optuna import create_or_join
+    from tuning.engines._study import create_or_join
     from tuning.progress import Progress
     from tuning.samplers import make_sampler
     from tuning.storage import open_storage
