@@ -22,13 +22,14 @@ from optuna.trial import TrialState
 
 from tests.conftest import REPO, run_tune
 from tests.tuning.ray_cluster import RayCluster, outside_connections, start_cluster
+from tuning.storage import open_storage
 
 PASSWORD = "s3cret-Ray-pw"
 ANALYTIC = ("--set", "objective.kind=analytic", "--spec", str(REPO / "studies/unet.yaml"))
 
 
 def trials(url: str, study: str = "unet-mars") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials(deepcopy=False)
 
 
 def ray_run(*args: str) -> list[str]:
@@ -238,9 +239,12 @@ def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None
 
 
 def _complete(url: str) -> int:
-    if not Path(url.removeprefix("sqlite:///")).exists():  # opening it would create it under the run
-        return 0
+    """Completed trials so far, read without creating anything: the run may be creating the tables now."""
+    from tuning import study_tables
+    from tuning.errors import StorageError
+
     try:
-        return sum(t.state == TrialState.COMPLETE for t in trials(url))
-    except (KeyError, ValueError, optuna.exceptions.StorageInternalError):  # not created yet
+        with study_tables.reading(url) as conn:
+            return study_tables.state_counts(conn, study_tables.study_id(conn, "unet-mars"))["complete"]
+    except StorageError:  # no file, no tables or no study yet
         return 0
