@@ -87,11 +87,12 @@ def test_a_long_run_recycles_its_worker_process_and_loses_nothing(tmp_path: Path
     (tmp_path / "studies").mkdir()
     result = run_tune(
         *("run", "--sampler", "random", "--trials", "5", "--epochs", "1", "--study", "recycled", "-q"),
-        *("--set", "search.trials_per_process=2", "--set", "search.pruner=none"),
+        *("--set", "search.trials_per_process=2", "--set", "search.pruner=none", "--set", "train.threads=1"),
         *("--set", "train.max_items=24", "--set", "train.batch_size=8", "--set", "data.synthetic_items=40"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+    assert "1 worker x 1 threads" in result.stderr  # the spec's train.threads reaches the child
     assert "a fresh process every 2 trials" in result.stderr
     assert result.stderr.count("recycled after its trials") == 2, result.stderr
     study = optuna.load_study(

@@ -138,6 +138,7 @@ def register(app: typer.Typer) -> None:
         from tuning.local_workers import local_plan, run_local_workers
 
         every = trials_per_process(resolved)
+        threads = threads or resolved.train.threads  # the flag, else the spec: children get it as --threads
         if (plans := local_plan(workers, threads, resolved.search.engine, recycle=every > 0)) is not None:
             if tensorboard:
                 os.environ[TENSORBOARD_ENV] = "1"  # the `tune worker` children read it (TensorBoardOpt)
@@ -185,6 +186,7 @@ def register(app: typer.Typer) -> None:
         if max_trials is None:  # started by a user: recycle per the study's spec
             stored = _stored_spec(url, name)
             every = trials_per_process(stored)
+            threads = threads or stored.train.threads
             if (plans := local_plan(workers, threads, "optuna", recycle=every > 0)) is not None:
                 if tensorboard:
                     os.environ[TENSORBOARD_ENV] = "1"
