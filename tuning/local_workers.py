@@ -32,6 +32,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 # that trains for hours grows by gigabytes; recycling it every few trials keeps memory flat.
 RECYCLE_EXIT = 75
 PARENT_ENV = "TUNE_PARENT_PID"
+DEADLINE_ENV = "TUNE_DEADLINE"  # the run's end (epoch seconds): search.timeout spans recycled processes
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,18 @@ def plan_workers(
     return plans
 
 
-def child_env(plan: WorkerPlan, storage_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The storage URL goes in the environment, not argv: `ps` shows argv and the URL may hold a password."""
+def child_env(
+    plan: WorkerPlan,
+    storage_url: str,
+    base: Mapping[str, str] | None = None,
+    deadline: float | None = None,
+) -> dict[str, str]:
+    """The storage URL goes in the environment, not argv: `ps` shows argv and the URL may hold a password.
+    `deadline` (epoch seconds) is the run's end, the same for every child and its replacements."""
     env = dict(os.environ if base is None else base)
     env[STORAGE_ENV] = storage_url
+    if deadline is not None:
+        env[DEADLINE_ENV] = f"{deadline:.3f}"
     env[PARENT_ENV] = str(os.getpid())  # the child stops when this process dies (die_with_parent)
     env.setdefault("OMP_NUM_THREADS", str(plan.threads))  # numpy/oneDNN pools obey the same split
     if plan.gpus is not None:
@@ -226,15 +235,9 @@ def run_local_workers(
     end (each replaced by a fresh process every `trials_per_process` trials), print one summary; returns
     the exit code."""
     from tuning.engines import _optuna as engine
-    from tuning.engines._optuna import DEADLINE_ENV
 
-    if spec is not None:
+    if spec is not None:  # `tune run`; `tune worker` checked the study already (commands/run.py)
         engine.create(spec, storage_url, data_info or {})
-    else:  # one clear error here rather than the same one from each child
-        from tuning import study_tables
-
-        with study_tables.reading(storage_url) as conn:
-            study_tables.study_id(conn, study)
     gpus = ", ".join(f"w{p.index}: GPU {p.gpus}" for p in plans if p.gpus is not None) or "no GPU"
     recycling = f", a fresh process every {trials_per_process} trials" if trials_per_process else ""
     print(
@@ -243,8 +246,7 @@ def run_local_workers(
         file=sys.stderr,
         flush=True,
     )
-    if timeout:
-        os.environ[DEADLINE_ENV] = f"{time.time() + timeout:.3f}"  # children and their replacements
+    deadline = time.time() + timeout if timeout else None
     slots = [_Slot(plan, []) for plan in plans]
     with _Forwarder() as forward:
         threads = [
@@ -254,7 +256,7 @@ def run_local_workers(
                     slot,
                     forward,
                     child_args(study, slot.plan, quiet, data_path, trials_per_process),
-                    child_env(slot.plan, storage_url),
+                    child_env(slot.plan, storage_url, deadline=deadline),
                     f"[w{slot.plan.index}] " if len(plans) > 1 else "",
                 ),
                 daemon=True,

@@ -268,3 +268,26 @@ def load_spec(
 def spec_from_stored(raw: Mapping[str, Any]) -> Spec:
     """Rebuild a spec from a study's stored attributes (what `tune worker` uses: no spec file needed)."""
     return _validate(_merge(copy.deepcopy(DEFAULTS), raw, "stored spec"), "stored spec")
+
+
+def study_spec(name: str, attrs: Mapping[str, Any], data_path: str | None = None) -> Spec:
+    """The spec an Optuna-engine study was made with, from its user attributes, for a `tune worker`.
+
+    `data_path` points this worker at its own copy of the data (its fingerprint is checked on joining).
+    """
+    from tuning.errors import StorageError
+
+    raw = attrs.get("spec")
+    if raw is None:
+        raise StorageError(
+            f"study {name!r} was not made by `tune run` (no stored spec); start it with `tune run`"
+        )
+    engine = (raw.get("search") or {}).get("engine", "optuna")
+    if engine != "optuna":
+        raise SpecError(
+            f"study {name!r} is run by the {engine} engine; continue it with "
+            f"`tune run --engine {engine} --study {name}`"
+        )
+    if data_path is not None:
+        raw = {**raw, "data": {**raw.get("data", {}), "path": data_path}}
+    return spec_from_stored(raw)

@@ -106,6 +106,8 @@ def test_children_get_the_storage_through_the_environment_not_argv() -> None:
     env = child_env(plan, URL, base={"PATH": "/bin"})
     assert env["TUNE_STORAGE"] == URL and env["CUDA_VISIBLE_DEVICES"] == "1"
     assert env["TUNE_PARENT_PID"] == str(os.getpid())  # the child dies with its parent
+    assert "TUNE_DEADLINE" not in env  # no search.timeout: no deadline
+    assert child_env(plan, URL, base={}, deadline=1234.5)["TUNE_DEADLINE"] == "1234.500"
     assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and env["OMP_NUM_THREADS"] == "1"
     cpu = child_env(WorkerPlan(0, 2, None), URL, base={"CUDA_VISIBLE_DEVICES": "0"})
     assert cpu["CUDA_VISIBLE_DEVICES"] == "0" and cpu["OMP_NUM_THREADS"] == "2"  # left as it was
@@ -140,3 +142,15 @@ def test_analytic_worker_never_imports_tensorflow(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and "3/3 finished" in out.stderr, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_recycled_worker_keeps_the_runs_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from tuning.engines._optuna import _deadline
+
+    monkeypatch.delenv("TUNE_DEADLINE", raising=False)
+    assert _deadline(None) is None
+    assert abs(_deadline(60.0) - (time.time() + 60.0)) < 5  # type: ignore[operator]  # its own clock
+    monkeypatch.setenv("TUNE_DEADLINE", "1234.5")  # a child of `tune run`: the run's end, not its own
+    assert _deadline(60.0) == 1234.5 and _deadline(None) == 1234.5

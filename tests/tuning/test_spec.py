@@ -75,3 +75,18 @@ def test_stored_spec_round_trips() -> None:
     spec = load_spec(REPO / "studies/unet.yaml", ["train.epochs=2"])
     again = spec_from_stored(spec.raw)
     assert again.raw == spec.raw and again.train.epochs == 2
+
+
+def test_a_workers_spec_comes_from_the_study_or_one_clear_error() -> None:
+    from tuning.errors import StorageError
+    from tuning.spec import study_spec
+
+    made = load_spec(None, ["train.epochs=3"])
+    spec = study_spec("s", {"spec": made.raw}, data_path="/mnt/mars.npz")
+    assert spec.train.epochs == 3 and spec.data.path == "/mnt/mars.npz"  # this node's copy of the data
+    assert study_spec("s", {"spec": made.raw}).data.path is None
+    with pytest.raises(StorageError, match="'s' was not made by `tune run` .*start it with `tune run`"):
+        study_spec("s", {})
+    ray = {**made.raw, "search": {**made.raw["search"], "engine": "ray"}}
+    with pytest.raises(SpecError, match="run by the ray engine; continue it with `tune run --engine ray"):
+        study_spec("s", {"spec": ray})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from tuning.commands._options import (
     load_run_spec,
     stderr,
 )
+
+if TYPE_CHECKING:
+    from tuning.spec import Spec
 
 RUN_HELP = """Search the space: every trial trains a U-Net and lands in the study storage.
 
@@ -213,19 +216,19 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(RECYCLE_EXIT)
 
 
-def trials_per_process(spec: object) -> int:
+def trials_per_process(spec: Spec) -> int:
     """Trials a worker process runs before a fresh one replaces it; 0 (never) when no Keras model trains."""
     return spec.search.trials_per_process if spec.objective.kind == "unet" else 0
 
 
-def _stored_spec(url: str, name: str) -> object:
-    """The spec a study was created with, read without Optuna (a clear error for an unknown study)."""
+def _stored_spec(url: str, name: str) -> Spec:
+    """The spec a study was created with, read without importing Optuna; one clear error for a study that
+    does not exist, was not made by `tune run`, or belongs to another engine."""
     from tuning import study_tables
-    from tuning.spec import spec_from_stored
+    from tuning.spec import study_spec
 
     with study_tables.reading(url) as conn:
-        attrs = study_tables.study_user_attrs(conn, study_tables.study_id(conn, name))
-    return spec_from_stored({**attrs.get("spec", {}), "study": name})
+        return study_spec(name, study_tables.study_user_attrs(conn, study_tables.study_id(conn, name)))
 
 
 WorkersOpt = Annotated[

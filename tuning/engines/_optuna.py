@@ -20,6 +20,7 @@ from tuning.engines import RunOptions, RunSummary
 from tuning.engines._study import best_trial, counts, create, create_or_join, join
 from tuning.errors import DataError, MissingExtraError, SpecError, StorageError, TuneError
 from tuning.interrupts import StopRequest
+from tuning.local_workers import DEADLINE_ENV
 from tuning.objective import Pruned, TrialContext, evaluate
 from tuning.progress import Progress
 from tuning.reaper import Reaper
@@ -37,7 +38,6 @@ FATAL = (
     MissingExtraError,
 )  # stop the run; everything else fails one trial
 MAX_FAILS_IN_A_ROW = 10
-DEADLINE_ENV = "TUNE_DEADLINE"  # set by `run_local_workers`: the run's end (epoch seconds) for every child
 POLL_SECONDS = 2.0
 
 
@@ -55,6 +55,15 @@ def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
         else:
             params[name] = trial.suggest_float(name, p.low, p.high, log=p.log)
     return params
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """When to stop starting trials (epoch seconds): the run's, for a child of `run_local_workers` (so
+    search.timeout counts from `tune run`, not from each recycled process), else this process's own."""
+    inherited = os.environ.get(DEADLINE_ENV)
+    if inherited:
+        return float(inherited)
+    return time.time() + timeout if timeout else None
 
 
 def next_action(c: dict[TrialState, int], target: int, grid: bool) -> str:
@@ -90,13 +99,7 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
     stops = StopRequest()
     reaper = Reaper(study, storage, storage_url)
     max_trials = int(options.get("max_trials") or 0)
-    # search.timeout counts from the start of `tune run`, not of each recycled worker process.
-    inherited = os.environ.get(DEADLINE_ENV)
-    deadline = (
-        float(inherited)
-        if inherited
-        else (time.time() + spec.search.timeout if spec.search.timeout else None)
-    )
+    deadline = _deadline(spec.search.timeout)
     with stops:
         while not (max_trials and ran >= max_trials):
             stops.check()

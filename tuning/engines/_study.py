@@ -13,10 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuning import study_tables
 from tuning.claim import StudyClaim
-from tuning.errors import DataError, SpecError, StorageError
+from tuning.errors import DataError, SpecError
 from tuning.samplers import make_pruner, make_sampler
-from tuning.spec import Spec, spec_from_stored
+from tuning.spec import Spec, study_spec
 from tuning.storage import load_study, open_storage
 
 
@@ -98,20 +99,7 @@ def join(storage: Any, name: str, data_path: str | None = None) -> tuple[optuna.
     `data_path` points this worker at its own copy of the data; its fingerprint must match the study's.
     """
     study = load_study(storage, name)
-    raw = study.user_attrs.get("spec")
-    if raw is None:
-        raise StorageError(
-            f"study {name!r} was not made by `tune run` (no stored spec); start it with `tune run`"
-        )
-    engine = (raw.get("search") or {}).get("engine", "optuna")
-    if engine != "optuna":
-        raise SpecError(
-            f"study {name!r} is run by the {engine} engine; continue it with "
-            f"`tune run --engine {engine} --study {name}`"
-        )
-    if data_path is not None:
-        raw = {**raw, "data": {**raw.get("data", {}), "path": data_path}}
-    spec = spec_from_stored(raw)
+    spec = study_spec(name, study.user_attrs, data_path)
     _check_same_data(spec, study.user_attrs.get("data_fingerprint"))
     sampler = make_sampler(
         spec.search.sampler, spec.train.seed + os.getpid()
@@ -145,17 +133,14 @@ def counts(study: optuna.Study) -> dict[TrialState, int]:
     `get_n_trials` loads every trial of the study (five times per loop here): 0.15 s per loop at 40
     trials on PostgreSQL and growing with the study, all of it spent while holding the claim.
     """
-    import sqlalchemy
-
     storage, sid = study._storage, study._study_id  # noqa: SLF001
     rdb = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a cache
     engine = getattr(rdb, "engine", None)
     if engine is None:
         return {s: storage.get_n_trials(sid, s) for s in _COUNTED}
-    query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state")
     with engine.connect() as conn:
-        found = {str(state): int(n) for state, n in conn.execute(query, {"sid": sid})}
-    return {s: found.get(s.name, 0) for s in _COUNTED}
+        found = study_tables.state_counts(conn, sid)
+    return {s: found[s.name.lower()] for s in _COUNTED}
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
