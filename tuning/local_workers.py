@@ -33,6 +33,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 RECYCLE_EXIT = 75
 PARENT_ENV = "TUNE_PARENT_PID"
 DEADLINE_ENV = "TUNE_DEADLINE"  # the run's end (epoch seconds): search.timeout spans recycled processes
+SEED_OFFSET_ENV = "TUNE_SEED_OFFSET"  # a child's sampler seed offset (engines/_study.py: _worker_seed)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def child_env(
     storage_url: str,
     base: Mapping[str, str] | None = None,
     deadline: float | None = None,
+    seed_offset: int | None = None,
 ) -> dict[str, str]:
     """The storage URL goes in the environment, not argv: `ps` shows argv and the URL may hold a password.
     `deadline` (epoch seconds) is the run's end, the same for every child and its replacements."""
@@ -115,6 +117,8 @@ def child_env(
     env[STORAGE_ENV] = storage_url
     if deadline is not None:
         env[DEADLINE_ENV] = f"{deadline:.3f}"
+    if seed_offset is not None:
+        env[SEED_OFFSET_ENV] = str(seed_offset)
     env[PARENT_ENV] = str(os.getpid())  # the child stops when this process dies (die_with_parent)
     env.setdefault("OMP_NUM_THREADS", str(plan.threads))  # numpy/oneDNN pools obey the same split
     if plan.gpus is not None:
@@ -247,6 +251,8 @@ def run_local_workers(
         flush=True,
     )
     deadline = time.time() + timeout if timeout else None
+    # `tune run` is reproducible (offset = worker index); joining workers on other nodes must differ.
+    seed_base = 0 if spec is not None else os.getpid() * 100
     slots = [_Slot(plan, []) for plan in plans]
     with _Forwarder() as forward:
         threads = [
@@ -256,7 +262,9 @@ def run_local_workers(
                     slot,
                     forward,
                     child_args(study, slot.plan, quiet, data_path, trials_per_process),
-                    child_env(slot.plan, storage_url, deadline=deadline),
+                    child_env(
+                        slot.plan, storage_url, deadline=deadline, seed_offset=seed_base + slot.plan.index
+                    ),
                     f"[w{slot.plan.index}] " if len(plans) > 1 else "",
                 ),
                 daemon=True,

@@ -184,3 +184,23 @@ def test_a_worker_refuses_data_other_than_the_studys(sqlite_url: str, tmp_path: 
         DataError, match=r"this worker's data \(.*other.npz, fingerprint \w+\) is not the study's"
     ):
         engine.join(storage, "data", data_path=str(other))
+
+
+def test_a_recycled_run_draws_the_same_configurations_as_the_same_command(tmp_path: Path) -> None:
+    """`tune run` children get their sampler seed from the parent (worker index + trials so far), not
+    from their pid: the same command on a fresh database proposes the same configurations."""
+    proposed = []
+    for copy in ("a", "b"):
+        url = f"sqlite:///{tmp_path / copy}.db"
+        create_study(write_spec(tmp_path, study="seeded", trials=6, epochs=1), url)
+        # what `run_local_workers` gives the child of a one-worker `tune run`: offset 0; two processes
+        for _ in range(2):
+            child = run_tune(
+                *("worker", "--study", "seeded", "--storage", url, "--max-trials", "3", "--quiet"),
+                cwd=tmp_path,
+                env={"TUNE_SEED_OFFSET": "0"},
+            )
+            assert child.returncode in (0, 75), child.stderr
+        proposed.append([t.params for t in sorted(trials_of(url, "seeded"), key=lambda t: t.number)])
+    assert len(proposed[0]) == 6 and proposed[0] == proposed[1]
+    assert len({repr(p) for p in proposed[0]}) == 6  # and the second process did not repeat the first's

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from tuning import study_tables
 from tuning.claim import StudyClaim
 from tuning.errors import DataError, SpecError
+from tuning.local_workers import SEED_OFFSET_ENV
 from tuning.samplers import make_pruner, make_sampler
 from tuning.spec import Spec, study_spec
 from tuning.storage import load_study, open_storage
@@ -101,12 +102,22 @@ def join(storage: Any, name: str, data_path: str | None = None) -> tuple[optuna.
     study = load_study(storage, name)
     spec = study_spec(name, study.user_attrs, data_path)
     _check_same_data(spec, study.user_attrs.get("data_fingerprint"))
-    sampler = make_sampler(
-        spec.search.sampler, spec.train.seed + os.getpid()
-    )  # workers must not repeat draws
+    sampler = make_sampler(spec.search.sampler, _worker_seed(spec.train.seed, study))
     return optuna.load_study(
         study_name=name, storage=storage, sampler=sampler, pruner=make_pruner(spec.search.pruner)
     ), spec
+
+
+def _worker_seed(seed: int, study: optuna.Study) -> int:
+    """Workers must not repeat each other's draws, and a recycled `tune run` must stay reproducible.
+
+    A child of `run_local_workers` gets an offset from its parent (`tune run`: the worker's index, so the
+    same command draws the same configurations; `tune worker`: the parent's pid too); anyone else uses
+    its pid. The trials already in the study move the seed on, so a recycled worker draws new points.
+    """
+    offset = os.environ.get(SEED_OFFSET_ENV, "")
+    base = int(offset) if offset.isdigit() else os.getpid()
+    return seed + base + sum(counts(study).values())
 
 
 def _check_same_data(spec: Spec, fingerprint: str | None) -> None:
