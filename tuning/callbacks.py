@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,15 +13,44 @@ import numpy as np
 
 class EpochTracker(keras.callbacks.Callback):
     """Reports val mIoU each epoch, keeps the best and its per-class IoU, stops on pruning, patience or a
-    NaN loss."""
+    NaN loss. `log` holds one row per epoch (val mIoU, per-class IoU, seconds): the learning curve that
+    the study stores and bench/curves/ replays."""
 
-    def __init__(self, report: Callable[[int, float], bool], miou: Any, patience: int) -> None:
+    def __init__(
+        self, report: Callable[[int, float], bool], miou: Any, patience: int, items: int = 0
+    ) -> None:
         super().__init__()
-        self.report, self.miou, self.patience = report, miou, patience
+        self.report, self.miou, self.patience, self.items = report, miou, patience, items
         self.best: float | None = None
         self.best_per_class: np.ndarray | None = None
         self.pruned_at: int | None = None
         self.flat = 0
+        self.log: list[dict[str, Any]] = []
+        self._clock = (0.0, 0.0)
+        self._train_seconds = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._clock = (time.perf_counter(), time.process_time())
+        self._train_seconds = 0.0
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # fit() validates after the training part of an epoch: what came before is training time.
+        self._train_seconds = time.perf_counter() - self._clock[0]
+
+    def _log_epoch(self, value: float) -> None:
+        wall, cpu = time.perf_counter() - self._clock[0], time.process_time() - self._clock[1]
+        train = self._train_seconds or wall
+        per_class = np.asarray(self.miou.per_class(), dtype=float)
+        self.log.append(
+            {
+                "val_miou": round(value, 5) if math.isfinite(value) else None,
+                "per_class_iou": [None if math.isnan(v) else round(float(v), 5) for v in per_class],
+                "seconds": round(wall, 3),  # training and validation of this epoch
+                "cpu_seconds": round(cpu, 3),  # every thread of this process: stable under load
+                "train_seconds": round(train, 3),
+                "images_per_second": round(self.items / train, 2) if train and self.items else None,
+            }
+        )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not math.isfinite(float((logs or {}).get("loss", 0.0))):
@@ -29,6 +59,7 @@ class EpochTracker(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         value = float((logs or {}).get("val_miou", float("nan")))
+        self._log_epoch(value)
         if not math.isfinite(value):
             return
         if self.best is None or value > self.best:

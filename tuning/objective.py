@@ -205,7 +205,7 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
         data.x_train, data.y_train, batch, training=True, seed=spec.train.seed, augment=spec.train.augment
     )
     val = make_dataset(data.x_val, data.y_val, batch, training=False, seed=spec.train.seed)
-    tracker = EpochTracker(ctx.report, miou, spec.train.patience)
+    tracker = EpochTracker(ctx.report, miou, spec.train.patience, items=len(data.x_train))
     started = time.perf_counter()
     history = model.fit(
         train,
@@ -226,6 +226,7 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
             "device": setup.device,
             "precision": setup.precision,
             "params": int(model.count_params()),
+            "epoch_log": tracker.log,
         }
     )
     if tracker.best_per_class is not None:
