@@ -112,7 +112,7 @@ def postgres_database() -> Iterator[str]:
 
 def make_spec(study: str, sections: dict[str, dict[str, Any]], **top: Any) -> Any:
     """A resolved spec: the built-in defaults with `sections` on top (no spec file is read)."""
-    from tuning.spec import spec_from_stored
+    from marstune.tuning.spec import spec_from_stored
 
     return spec_from_stored({"study": study, **top, **sections})
 
@@ -132,7 +132,7 @@ def run_tune(
     """Run the real `tune` command (`python -m tuning ...`); returns (wall seconds, the finished process)."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "tuning", *args],
+        [sys.executable, "-m", "marstune.tuning", *args],
         cwd=cwd,
         env=env or child_env(),
         capture_output=True,

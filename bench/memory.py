@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from marstune.tuning.spec import DEFAULTS
+
 from bench._common import (
     Outcome,
     at_most,
@@ -28,7 +30,6 @@ from bench._common import (
     sqlite_url,
     workdir,
 )
-from tuning.spec import DEFAULTS
 
 # Varied small configs: every parameter moves, models stay small enough for 1-epoch trials on CPU.
 SPACE = {
@@ -80,7 +81,7 @@ def _tree_peak_mb(pid: int) -> tuple[float, float]:
 
 def _measure(spec: Any, label: str, trials: int, early: int) -> dict[int, dict[str, float]]:
     """Run one worker to `trials` finished trials; the tree's peak and current RSS at each checkpoint."""
-    from tuning.engines import _optuna as engine
+    from marstune.tuning.engines import _optuna as engine
 
     marks: dict[int, dict[str, float]] = {}
     checkpoints = sorted({1, early, *range(10, trials + 1, 10), trials})
@@ -90,7 +91,17 @@ def _measure(spec: Any, label: str, trials: int, early: int) -> dict[int, dict[s
         engine.create(spec, url, {"data_source": "synthetic (bench)", "data_fingerprint": ""})
         log = (folder / "worker.log").open("w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tuning", "worker", "--study", "memory", "--threads", "1", "--quiet"],
+            [
+                sys.executable,
+                "-m",
+                "marstune.tuning",
+                "worker",
+                "--study",
+                "memory",
+                "--threads",
+                "1",
+                "--quiet",
+            ],
             cwd=folder,
             env=child_env(TUNE_STORAGE=url, OMP_NUM_THREADS="1"),
             stdout=subprocess.DEVNULL,

@@ -44,9 +44,9 @@ def _spec(name: str, quick: bool) -> Any:
 def service_trial(spec: Any, url: str) -> tuple[float, float, dict[str, Any]]:
     """Wall and CPU seconds of `engine.run` for a one-trial study (study creation included), and the
     trial's attrs."""
-    from tuning.engines import RunOptions
-    from tuning.engines import _optuna as engine
-    from tuning.storage import open_storage
+    from marstune.tuning.engines import RunOptions
+    from marstune.tuning.engines import _optuna as engine
+    from marstune.tuning.storage import open_storage
 
     started, cpu = time.perf_counter(), time.process_time()
     summary = engine.run(spec, url, RunOptions(threads=THREADS, quiet=True, extra=(("data_info", {}),)))
@@ -60,15 +60,14 @@ def service_trial(spec: Any, url: str) -> tuple[float, float, dict[str, Any]]:
 
 def bare_fit(spec: Any) -> tuple[float, float]:
     """The same training without the service: build, compile, fit; wall and CPU seconds."""
-    from tuning.devices import configure
+    from marstune.tuning.devices import configure
 
     setup = configure(THREADS, spec.train.mixed_precision)
     import keras
-
-    from data.augment import make_dataset
-    from models.metrics import MeanIoU
-    from models.unet import build_unet
-    from tuning.objective import _optimizer, prepare_data
+    from marstune.data.augment import make_dataset
+    from marstune.models.metrics import MeanIoU
+    from marstune.models.unet import build_unet
+    from marstune.tuning.objective import _optimizer, prepare_data
 
     data = prepare_data(spec)
     started, cpu = time.perf_counter(), time.process_time()
@@ -92,8 +91,8 @@ def bare_fit(spec: Any) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> Outcome:
-    from tuning.devices import configure
-    from tuning.objective import prepare_data
+    from marstune.tuning.devices import configure
+    from marstune.tuning.objective import prepare_data
 
     section("TARGET 2: service overhead")
     configure(THREADS)  # before any TensorFlow op: both sides run with the same thread pools

@@ -30,9 +30,8 @@ SOBOL_SEED = 0
 
 def design() -> list[dict[str, Any]]:
     """The configurations to record, baseline first, each once."""
+    from marstune.tuning.spec import load_spec
     from scipy.stats import qmc
-
-    from tuning.spec import load_spec
 
     spec = load_spec(SPEC)
     space = spec.raw["space"]
@@ -73,9 +72,8 @@ def design() -> list[dict[str, Any]]:
 def _enqueue_missing(points: list[dict[str, Any]]) -> int:
     """Enqueue every design point with no trial that is complete, running or waiting; returns how many."""
     import optuna
+    from marstune.tuning.storage import open_storage
     from optuna.trial import TrialState
-
-    from tuning.storage import open_storage
 
     study = optuna.load_study(study_name="curves", storage=open_storage(URL))
     alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
@@ -87,7 +85,7 @@ def _enqueue_missing(points: list[dict[str, Any]]) -> int:
 
 
 def _completed() -> int:
-    from tuning import study_tables
+    from marstune.tuning import study_tables
 
     with study_tables.reading(URL) as conn:
         return study_tables.state_counts(conn, study_tables.study_id(conn, "curves"))["complete"]
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
     args = parser.parse_args(argv)
     points = design()
-    tune = [sys.executable, "-m", "tuning"]
+    tune = [sys.executable, "-m", "marstune.tuning"]
     common = ["--spec", str(SPEC), "--storage", URL, "--quiet"]
     if not DB.exists():  # the first sitting: `tune run` creates the study and records the baseline
         code = subprocess.call([*tune, "run", *common, "--trials", "1", "--workers", "1", "--threads", "1"])

@@ -38,7 +38,7 @@ class Method:
 
 
 def methods() -> list[Method]:
-    from tuning.spec import DEFAULTS
+    from marstune.tuning.spec import DEFAULTS
 
     search, train = DEFAULTS["search"], DEFAULTS["train"]
     return [
@@ -76,8 +76,8 @@ def run_method(method: Method, seed: int, trials: int, folder: Any, target: floa
     With a target the study grows in steps of CHUNK trials (the engine continues a study to a larger
     target); once a completed trial reaches it, the rest of the budget would not change the figure.
     """
-    from tuning.engines import RunOptions
-    from tuning.engines import _optuna as engine
+    from marstune.tuning.engines import RunOptions
+    from marstune.tuning.engines import _optuna as engine
 
     name = f"{method.sampler}-{method.pruner}-{seed}"
     url = sqlite_url(folder, f"{name}.db")
@@ -100,9 +100,8 @@ def run_method(method: Method, seed: int, trials: int, folder: Any, target: floa
 
 
 def _read(url: str, name: str) -> Run:
+    from marstune.tuning.storage import open_storage
     from optuna.trial import TrialState
-
-    from tuning.storage import open_storage
 
     storage = open_storage(url)
     sid = storage.get_study_id_from_name(name)

@@ -101,10 +101,9 @@ def _fill(url: str, upto: int, rng: random.Random) -> float:
     import json
 
     import optuna
+    from marstune.tuning.storage import open_storage
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
-
-    from tuning.storage import open_storage
 
     spec = _spec(upto)
     storage = open_storage(url)
@@ -156,10 +155,9 @@ def _ask_tell_ms(url: str, seed: int, sampler: str, repeats: int = ASK_TELL) -> 
     """Median milliseconds of one trial's storage traffic: ask, suggest our 5 params, a user attribute,
     two epoch reports, tell (what the engine writes per trial, less the training in between)."""
     import optuna
-
-    from tuning.engines._optuna import suggest
-    from tuning.samplers import make_sampler
-    from tuning.storage import open_storage
+    from marstune.tuning.engines._optuna import suggest
+    from marstune.tuning.samplers import make_sampler
+    from marstune.tuning.storage import open_storage
 
     spec = _spec(1)
     study = optuna.load_study(
@@ -180,7 +178,9 @@ def _ask_tell_ms(url: str, seed: int, sampler: str, repeats: int = ASK_TELL) -> 
 
 def _cli_seconds(folder: Any, url: str) -> tuple[float, float, float]:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import tuning.cli"], check=True, env=child_env(), cwd=folder)
+    subprocess.run(
+        [sys.executable, "-c", "import marstune.tuning.cli"], check=True, env=child_env(), cwd=folder
+    )
     startup = time.perf_counter() - started
     status, proc = run_tune(["status", "--storage", url], cwd=folder)
     if STUDY not in proc.stdout:
@@ -192,8 +192,8 @@ def _cli_seconds(folder: Any, url: str) -> tuple[float, float, float]:
 
 
 def one_storage(kind: str, url: str, folder: Any, small: int, large: int, repeats: int) -> dict[str, float]:
-    from tuning.engines import RunOptions
-    from tuning.engines import _optuna as engine
+    from marstune.tuning.engines import RunOptions
+    from marstune.tuning.engines import _optuna as engine
 
     rng = random.Random(0)
     engine.run(_spec(1), url, RunOptions(quiet=True, extra=(("data_info", {}),)))  # created as ours

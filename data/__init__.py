@@ -3,9 +3,9 @@ synthetic terrain generator. Imports neither `tuning` nor `models`; TensorFlow l
 
 from __future__ import annotations
 
-from data.augment import make_dataset
-from data.clean import CleanReport, find_contamination, remove_contamination
-from data.mars import (
+from marstune.data.augment import make_dataset
+from marstune.data.clean import CleanReport, find_contamination, remove_contamination
+from marstune.data.mars import (
     CLASS_NAMES,
     IMAGE_SHAPE,
     NUM_CLASSES,
@@ -17,7 +17,7 @@ from data.mars import (
     validate_test_set,
     validate_training_set,
 )
-from data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
+from marstune.data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
 
 __all__ = [
     "CLASS_NAMES",

@@ -10,17 +10,17 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ModelConfigError": "models.unet",
-    "MAX_LEVELS": "models.unet",
-    "UNetConfig": "models.unet",
-    "build_unet": "models.unet",
-    "validate_config": "models.unet",
-    "MeanIoU": "models.metrics",
-    "iou_per_class": "models.metrics",
-    "mean_iou": "models.metrics",
-    "build_patchgan": "models.patchgan",
-    "build_pix2pix": "models.pix2pix",
-    "Pix2Pix": "models.pix2pix",
+    "ModelConfigError": "marstune.models.unet",
+    "MAX_LEVELS": "marstune.models.unet",
+    "UNetConfig": "marstune.models.unet",
+    "build_unet": "marstune.models.unet",
+    "validate_config": "marstune.models.unet",
+    "MeanIoU": "marstune.models.metrics",
+    "iou_per_class": "marstune.models.metrics",
+    "mean_iou": "marstune.models.metrics",
+    "build_patchgan": "marstune.models.patchgan",
+    "build_pix2pix": "marstune.models.pix2pix",
+    "Pix2Pix": "marstune.models.pix2pix",
 }
 
 __all__ = sorted(_EXPORTS)

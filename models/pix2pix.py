@@ -24,10 +24,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras import ops
-
-from models.metrics import MeanIoU
-from models.patchgan import DEFAULT_FILTERS, build_patchgan
-from models.unet import INPUT_SHAPE, NUM_CLASSES, build_unet
+from marstune.models.metrics import MeanIoU
+from marstune.models.patchgan import DEFAULT_FILTERS, build_patchgan
+from marstune.models.unet import INPUT_SHAPE, NUM_CLASSES, build_unet
 
 # lambda of pix2pix. The seed report's logs (G 2.85 = Adv 1.02 + lambda x Seg 0.018) imply 100, the
 # paper's value: segmentation dominates, the adversarial term sharpens boundaries.

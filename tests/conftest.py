@@ -56,7 +56,7 @@ def run_tune(
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     full_env.pop("TUNE_STORAGE", None) if env is None or "TUNE_STORAGE" not in env else None
     return subprocess.run(
-        [sys.executable, "-m", "tuning", *args],
+        [sys.executable, "-m", "marstune.tuning", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

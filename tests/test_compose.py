@@ -89,8 +89,8 @@ def _dashboard_parse(args: list[str]) -> None:
 def validate(argv: list[str]) -> str:
     """Raise InvalidCommand if argv is not a valid invocation; return the program."""
     program, args = argv[0], [str(a) for a in argv[1:]]
-    if program == "tune" or argv[:3] == ["python", "-m", "tuning"]:
-        from tuning.cli import app
+    if program == "tune" or argv[:3] == ["python", "-m", "marstune.tuning"]:
+        from marstune.tuning.cli import app
 
         _click_parse(typer.main.get_command(app), "tune", args if program == "tune" else args[2:])
         return "tune"
@@ -166,5 +166,7 @@ def test_the_validator_rejects_bad_commands(argv: list[str]) -> None:
 
 
 def test_the_validator_accepts_good_ones() -> None:
-    assert validate(["python", "-m", "tuning", "run", "--workers", "2", "--sampler", "grid"]) == "tune"
+    assert (
+        validate(["python", "-m", "marstune.tuning", "run", "--workers", "2", "--sampler", "grid"]) == "tune"
+    )
     assert validate(["optuna-dashboard", "--host", "0.0.0.0", "--port", "8080", "sqlite:///x.db"])

@@ -1,5 +1,5 @@
 """`python -m tuning` is `tune`."""
 
-from tuning.cli import app
+from marstune.tuning.cli import app
 
 app(prog_name="tune")

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tuning.storage import sqlite_path
+from marstune.tuning.storage import sqlite_path
 
 
 class StudyClaim:

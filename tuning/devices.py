@@ -64,8 +64,10 @@ def configure(threads: int, mixed_precision: str = "auto") -> DeviceSetup:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
         except RuntimeError:  # TF already ran an op in this process: its thread pools are fixed now
-            print(f"warning: TensorFlow was already initialised; keeping its threads instead of {threads}",
-                  file=sys.stderr)
+            print(
+                f"warning: TensorFlow was already initialised; keeping its threads instead of {threads}",
+                file=sys.stderr,
+            )
     precision = choose_precision(mixed_precision, len(gpus))
     keras.mixed_precision.set_global_policy(precision)
     device = "gpu:" + ",".join(g.name.rsplit(":", 1)[-1] for g in gpus) if gpus else "cpu"

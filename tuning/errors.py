@@ -43,8 +43,8 @@ def redact(text: str) -> str:
 
 # Raw errors of the layers below, by qualified name, so translating one never imports Keras.
 _RAW_ERRORS: dict[str, type[TuneError]] = {
-    "data.mars.DataError": DataError,
-    "models.unet.ModelConfigError": ModelError,
+    "marstune.data.mars.DataError": DataError,
+    "marstune.models.unet.ModelConfigError": ModelError,
 }
 
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marstune.tuning.errors import TuneError
+from marstune.tuning.final_io import Checkpoint, check_same_run, latest_run, read_export, run_spec, write_json
 from rich.console import Console
-
-from tuning.errors import TuneError
-from tuning.final_io import Checkpoint, check_same_run, latest_run, read_export, run_spec, write_json
 
 RUNS = Path("runs")
 EXAMPLES = 4  # validation images in the example panels
@@ -58,7 +57,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
             console = Console(stderr=True, highlight=False, width=120)  # logs: one line per epoch, no wraps
     export = read_export(opts.config)
     spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
-    from tuning.objective import prepare_data
+    from marstune.tuning.objective import prepare_data
 
     data = prepare_data(spec)  # loads and validates the data before anything is written
     _say_data(console, export, data)
@@ -82,10 +81,14 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
     }
     out, epochs = _prepare_out(opts, export.study, spec.train.epochs, settings)
 
-    from tuning.devices import configure
+    from marstune.tuning.devices import configure
 
     setup = configure(opts.threads or spec.train.threads, spec.train.mixed_precision)
-    from tuning.final_train import Phase, train_pix2pix, train_unet  # Keras loads here, after configure
+    from marstune.tuning.final_train import (  # Keras loads here, after configure
+        Phase,
+        train_pix2pix,
+        train_unet,
+    )
 
     write_json(out / "run.json", {**settings, "epochs": epochs, "config_file": str(opts.config)})
     console.print(
@@ -158,9 +161,9 @@ def _prepare_out(
 def _finish(
     out: Path, phase: Any, results: dict[str, Any], settings: dict[str, Any], console: Console
 ) -> FinalResult:
-    from tuning import figures
-    from tuning.final_callbacks import per_class_dict
-    from tuning.final_train import evaluate_labels
+    from marstune.tuning import figures
+    from marstune.tuning.final_callbacks import per_class_dict
+    from marstune.tuning.final_train import evaluate_labels
 
     data = phase.data
     scores: dict[str, float] = {}

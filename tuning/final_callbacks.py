@@ -13,10 +13,9 @@ from typing import Any
 
 import keras
 import numpy as np
+from marstune.tuning.final_io import Checkpoint
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from tuning.final_io import Checkpoint
 
 CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 

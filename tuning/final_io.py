@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from tuning.errors import SpecError, TuneError, translate
-from tuning.spec import Spec, spec_from_stored, yaml_problem
+from marstune.tuning.errors import SpecError, TuneError, translate
+from marstune.tuning.spec import Spec, spec_from_stored, yaml_problem
 
 EXPORT_KIND = "tune/best-config"  # what tuning.storage.best_export writes
 EXPORT_FORMAT = 1
@@ -68,7 +67,7 @@ def read_export(path: Path) -> Export:
     config = raw.get("config")
     if not isinstance(config, dict):
         raise SpecError(f"--config {path}: `config` must be a mapping of hyperparameters, got {config!r}")
-    from models.unet import validate_config
+    from marstune.models.unet import validate_config
 
     try:
         validate_config(config)

@@ -16,12 +16,11 @@ from typing import Any
 
 import keras
 import numpy as np
+from marstune.models.metrics import MeanIoU, iou_per_class, mean_scored
+from marstune.tuning.errors import TuneError
+from marstune.tuning.final_callbacks import EpochCheckpoint, EpochProgress
+from marstune.tuning.final_io import Checkpoint, load_optimizers, save_optimizers
 from rich.console import Console
-
-from models.metrics import MeanIoU, iou_per_class, mean_scored
-from tuning.errors import TuneError
-from tuning.final_callbacks import EpochCheckpoint, EpochProgress
-from tuning.final_io import Checkpoint, load_optimizers, save_optimizers
 
 MODEL_KEYS = ("base_filters", "levels", "kernel", "dropout", "activation")
 PIX_LOGS = ("d_loss", "g_loss", "seg_loss", "adv_loss")
@@ -52,7 +51,7 @@ class PhaseResult:
 
 
 def _datasets(p: Phase) -> tuple[Any, Any, int]:
-    from data.augment import make_dataset
+    from marstune.data.augment import make_dataset
 
     seed, d = p.spec.train.seed, p.data
     train = make_dataset(
@@ -125,7 +124,7 @@ def _restore(ck: Checkpoint, model: keras.Model, optimizers: dict[str, Any]) -> 
 
 
 def train_pix2pix(p: Phase, seg_weight: float) -> PhaseResult:
-    from models.pix2pix import build_pix2pix
+    from marstune.models.pix2pix import build_pix2pix
 
     ck = Checkpoint(p.out, "pix2pix")
     keras.utils.set_random_seed(p.spec.train.seed + ck.state()["epoch"])  # a resumed run draws anew
@@ -149,7 +148,7 @@ def train_pix2pix(p: Phase, seg_weight: float) -> PhaseResult:
 
 def train_unet(p: Phase) -> PhaseResult:
     """The plain U-Net as the search trained it (its optimizer and learning rate), for the same epochs."""
-    from models.unet import build_unet
+    from marstune.models.unet import build_unet
 
     ck = Checkpoint(p.out, "unet")
     keras.utils.set_random_seed(p.spec.train.seed + ck.state()["epoch"])

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from tuning.devices import choose_threads, visible_gpus_for
-from tuning.errors import SpecError
-from tuning.storage import STORAGE_ENV, display_url
+from marstune.tuning.devices import choose_threads, visible_gpus_for
+from marstune.tuning.errors import SpecError
+from marstune.tuning.storage import STORAGE_ENV, display_url
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 # A worker's exit code after its `--max-trials` when the study is not done: start a fresh one in its place.
@@ -132,7 +132,16 @@ def child_args(
 ) -> list[str]:
     """`tune worker --workers 1 --max-trials 0`: a child never starts children of its own; with
     max_trials it exits RECYCLE_EXIT after that many trials."""
-    args = [sys.executable, "-m", "tuning", "worker", "--study", study, "--threads", str(plan.threads)]
+    args = [
+        sys.executable,
+        "-m",
+        "marstune.tuning",
+        "worker",
+        "--study",
+        study,
+        "--threads",
+        str(plan.threads),
+    ]
     args += ["--workers", "1", "--max-trials", str(max_trials), "--no-summary"]
     return args + (["--quiet"] if quiet else []) + (["--data", data_path] if data_path else [])
 
@@ -238,7 +247,7 @@ def run_local_workers(
     """Create the study (`tune run`: given its spec) or join it (`tune worker`), run the children to the
     end (each replaced by a fresh process every `trials_per_process` trials), print one summary; returns
     the exit code."""
-    from tuning.engines import _optuna as engine
+    from marstune.tuning.engines import _optuna as engine
 
     if spec is not None:  # `tune run`; `tune worker` checked the study already (commands/run.py)
         engine.create(spec, storage_url, data_info or {})
@@ -284,9 +293,8 @@ def run_local_workers(
 
 
 def _print_summary(study_name: str, url: str, slots: Sequence[_Slot]) -> None:
+    from marstune.tuning.storage import load_study, open_storage
     from optuna.trial import TrialState
-
-    from tuning.storage import load_study, open_storage
 
     study = load_study(open_storage(url), study_name)
     trials = study.get_trials(deepcopy=False)

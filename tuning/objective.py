@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from tuning.errors import TuneError, translate
-from tuning.spec import Spec
+from marstune.tuning.errors import TuneError, translate
+from marstune.tuning.spec import Spec
 
 Report = Callable[[int, float], bool]  # (epoch, val mIoU) -> prune now?
 
@@ -70,14 +69,14 @@ def prepare_data(spec: Spec) -> Prepared:
     )
     if key in _cache:
         return _cache[key]
-    from data.clean import remove_contamination
-    from data.mars import load_npz, split_indices
+    from marstune.data.clean import remove_contamination
+    from marstune.data.mars import load_npz, split_indices
 
     try:
         if spec.data.path:
             data = load_npz(spec.data.path, max_items=spec.train.max_items)
         else:
-            from data.synthetic import synthetic_data
+            from marstune.data.synthetic import synthetic_data
 
             n = spec.data.synthetic_items
             data = synthetic_data(n_train=min(n, spec.train.max_items or n), n_test=0, seed=0)
@@ -170,15 +169,14 @@ def _tensorboard(ctx: TrialContext) -> list[Any]:
 
 
 def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
-    from tuning.callbacks import EpochTracker
-    from tuning.devices import configure
+    from marstune.tuning.callbacks import EpochTracker
+    from marstune.tuning.devices import configure
 
     setup = configure(ctx.threads or spec.train.threads, spec.train.mixed_precision)
     import keras
-
-    from data.augment import make_dataset
-    from models.metrics import MeanIoU
-    from models.unet import build_unet
+    from marstune.data.augment import make_dataset
+    from marstune.models.metrics import MeanIoU
+    from marstune.models.unet import build_unet
 
     data = prepare_data(spec)
     keras.backend.clear_session()  # no graph/state growth from one trial to the next

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from tuning.errors import DataError, ModelError, translate
+from marstune.tuning.errors import DataError, ModelError, translate
 
 IMAGE_SHAPE = (64, 128)
 CHUNK = 1024  # images per predict() call: bounds memory (probabilities are 5x the images) for any N
@@ -35,8 +34,7 @@ def load_model(path: Path) -> Any:
     if not zipfile.is_zipfile(path):
         raise ModelError(f"--model {path} is not a Keras archive (a .keras file is a zip); {FIX_MODEL}")
     import keras
-
-    import models.metrics  # noqa: F401  registers tune>MeanIoU, which unet.keras names in its metrics
+    import marstune.models.metrics  # noqa: F401  registers tune>MeanIoU, which unet.keras names in its metrics
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -90,7 +88,7 @@ def load_images(path: Path) -> np.ndarray:
             f"--data {where} cannot be read ({detail}); expected float images (N, 64, 128) saved with "
             "np.save / np.savez (object arrays are refused)"
         ) from None
-    from data.mars import validate_test_set
+    from marstune.data.mars import validate_test_set
 
     try:
         validate_test_set(arr, where)

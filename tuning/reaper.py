@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tuning.claim import StudyClaim
-from tuning.storage import heartbeat_interval
+from marstune.tuning.claim import StudyClaim
+from marstune.tuning.storage import heartbeat_interval
 
 
 def reap_stale(study: Any, storage: Any, url: str) -> None:

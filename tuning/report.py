@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuning.errors import TuneError
-from tuning.report_data import StudyData
+from marstune.tuning.errors import TuneError
+from marstune.tuning.report_data import StudyData
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -54,9 +54,9 @@ def check_out(out: Path) -> None:
 
 
 def sections(storage: Any, study: StudyData) -> list[Section]:
-    from tuning import report_data as rd
-    from tuning import report_plotly as rp
-    from tuning import report_png as png
+    from marstune.tuning import report_data as rd
+    from marstune.tuning import report_plotly as rp
+    from marstune.tuning import report_png as png
 
     complete = len(study.complete)
     none_yet = "no complete trial yet: run `tune run` until one finishes"
@@ -142,7 +142,7 @@ def examples_section(study: StudyData, enabled: bool, epochs: int, items: int, t
     elif best is None:
         sec.note = "no complete trial yet"
     else:
-        from tuning import report_examples as rx
+        from marstune.tuning import report_examples as rx
 
         config = best.attrs.get("config") or {**study.spec.get("baseline", {}), **best.params}
         made = rx.example_predictions(
@@ -168,7 +168,7 @@ def build(
     threads: int = 0,
 ) -> ReportFiles:
     """Render everything in memory first, then write: a failure leaves no half-written report."""
-    from tuning.report_data import load_study_data
+    from marstune.tuning.report_data import load_study_data
 
     check_out(out)
     study = load_study_data(storage, study_name)

@@ -77,7 +77,7 @@ def _row(t: Any) -> TrialRow:
 
 
 def load_study_data(storage: Any, name: str) -> StudyData:
-    from tuning.storage import load_study
+    from marstune.tuning.storage import load_study
 
     study = load_study(storage, name)
     attrs = study.user_attrs
@@ -118,7 +118,7 @@ def _space_from_trials(trials: list[Any]) -> dict[str, dict[str, Any]]:
 
 def comparable_studies(storage: Any, data: StudyData) -> list[StudyData]:
     """Studies in the same storage on the same data (fingerprint) and objective: this one first."""
-    from tuning.storage import study_names
+    from marstune.tuning.storage import study_names
 
     out = [data]
     for name in study_names(storage):

@@ -40,9 +40,9 @@ def example_predictions(
     threads: int = 0,
 ) -> Examples | str:
     """Train `config` for `epochs` on the first `items` pairs of the study's data; or why it cannot."""
-    from tuning.devices import configure
-    from tuning.objective import prepare_data
-    from tuning.spec import spec_from_stored
+    from marstune.tuning.devices import configure
+    from marstune.tuning.objective import prepare_data
+    from marstune.tuning.spec import spec_from_stored
 
     raw = {**spec_raw, "objective": {**spec_raw.get("objective", {}), "kind": "unet"}}
     raw["train"] = {**raw.get("train", {}), "max_items": max(items, 8), "epochs": epochs}
@@ -54,10 +54,9 @@ def example_predictions(
     spec = spec_from_stored(raw)
     setup = configure(threads or spec.train.threads, spec.train.mixed_precision)
     import keras
-
-    from data.augment import make_dataset
-    from models.metrics import mean_iou
-    from models.unet import CONFIG_KEYS, build_unet
+    from marstune.data.augment import make_dataset
+    from marstune.models.metrics import mean_iou
+    from marstune.models.unet import CONFIG_KEYS, build_unet
 
     data = prepare_data(spec)
     keras.utils.set_random_seed(spec.train.seed + trial)  # the trial's own seed (tuning.objective)
@@ -100,10 +99,9 @@ def render(ex: Examples, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from marstune.tuning.report_data import CLASS_NAMES
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
-
-    from tuning.report_data import CLASS_NAMES
 
     cmap = ListedColormap(PALETTE)
     rows = len(ex.images)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuning.report_data import CLASS_NAMES, StudyData, axis_values, best_so_far, last_value, scored_mean
+from marstune.tuning.report_data import (
+    CLASS_NAMES,
+    StudyData,
+    axis_values,
+    best_so_far,
+    last_value,
+    scored_mean,
+)
 
 COMPLETE, PRUNED, BEST, BASELINE = "#4c78a8", "#e45756", "#f58518", "#54a24b"
 LAYOUT: dict[str, Any] = {

@@ -8,8 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuning.report_data import CLASS_NAMES, StudyData, axis_values, best_so_far, last_value, scored_mean
-from tuning.report_plotly import BASELINE, BEST, COMPLETE, PRUNED
+from marstune.tuning.report_data import (
+    CLASS_NAMES,
+    StudyData,
+    axis_values,
+    best_so_far,
+    last_value,
+    scored_mean,
+)
+from marstune.tuning.report_plotly import BASELINE, BEST, COMPLETE, PRUNED
 
 DPI = 130
 

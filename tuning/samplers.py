@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tuning.errors import MissingExtraError, SpecError
+from marstune.tuning.errors import MissingExtraError, SpecError
 
 if TYPE_CHECKING:
     import optuna

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuning.errors import SpecError
+from marstune.tuning.errors import SpecError
 
 # What a trial may tune. Model keys go to build_unet; training keys to the optimizer and the data pipeline.
 MODEL_KEYS = ("base_filters", "levels", "kernel", "dropout", "activation")

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from marstune.tuning.errors import SpecError
+from marstune.tuning.space import MODEL_KEYS, TUNABLE, Space, parse_space
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from tuning.errors import SpecError
-from tuning.space import MODEL_KEYS, TUNABLE, Space, parse_space
 
 DEFAULT_SPEC_PATH = Path("studies/unet.yaml")
 
@@ -275,7 +274,7 @@ def study_spec(name: str, attrs: Mapping[str, Any], data_path: str | None = None
 
     `data_path` points this worker at its own copy of the data (its fingerprint is checked on joining).
     """
-    from tuning.errors import StorageError
+    from marstune.tuning.errors import StorageError
 
     raw = attrs.get("spec")
     if raw is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tuning.errors import StorageError, redact
+from marstune.tuning.errors import StorageError, redact
 
 if TYPE_CHECKING:
     import optuna
@@ -98,9 +98,7 @@ def preflight(url: str, *, create: bool) -> None:
             f"cannot create {path}: folder {parent} does not exist; create it or pass --storage"
         )
     if not os.access(parent, os.W_OK):
-        raise StorageError(
-            f"cannot create {path}: folder {parent} is not writable; pass --storage elsewhere"
-        )
+        raise StorageError(f"cannot create {path}: folder {parent} is not writable; pass --storage elsewhere")
 
 
 def _prepare_sqlite(path: Path) -> None:
@@ -213,7 +211,7 @@ def best_export(url: str, name: str) -> dict[str, Any]:
     import datetime
     import importlib.metadata as md
 
-    from tuning import study_tables as tables
+    from marstune.tuning import study_tables as tables
 
     with tables.reading(url) as conn:
         sid = tables.study_id(conn, name)

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tuning.errors import StorageError, redact
-from tuning.storage import display_url, engine_kwargs, preflight
+from marstune.tuning.errors import StorageError, redact
+from marstune.tuning.storage import display_url, engine_kwargs, preflight
 
 if TYPE_CHECKING:
     import sqlalchemy

@@ -9,9 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
-
-from data.augment import make_dataset
-from data.mars import DataError
+from marstune.data.augment import make_dataset
+from marstune.data.mars import DataError
 
 H, W = 64, 128
 

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from data.clean import find_contamination, group_threshold, remove_contamination
-from data.mars import DataError
-from data.synthetic import generate, synthetic_data
+from marstune.data.clean import find_contamination, group_threshold, remove_contamination
+from marstune.data.mars import DataError
+from marstune.data.synthetic import generate, synthetic_data
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data.mars import (
+from marstune.data.mars import (
     DataError,
     MarsData,
     load_npz,
@@ -16,7 +15,7 @@ from data.mars import (
     validate_test_set,
     validate_training_set,
 )
-from data.synthetic import generate, synthetic_data
+from marstune.data.synthetic import generate, synthetic_data
 
 
 @pytest.fixture(scope="module")

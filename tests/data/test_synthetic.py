@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data.mars import DataError, load_npz, validate_test_set, validate_training_set
-from data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
+from marstune.data.mars import DataError, load_npz, validate_test_set, validate_training_set
+from marstune.data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
-from models.metrics import MeanIoU, confusion_matrix, iou_per_class, mean_iou
-from models.unet import build_unet
+from marstune.models.metrics import MeanIoU, confusion_matrix, iou_per_class, mean_iou
+from marstune.models.unet import build_unet
 
 nan = float("nan")
 

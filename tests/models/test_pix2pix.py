@@ -8,12 +8,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
-from data.augment import make_dataset
-from data.synthetic import synthetic_data
-from models.metrics import MeanIoU
-from models.patchgan import build_patchgan, receptive_field
-from models.pix2pix import SEG_WEIGHT, Pix2Pix, build_pix2pix
+from marstune.data.augment import make_dataset
+from marstune.data.synthetic import synthetic_data
+from marstune.models.metrics import MeanIoU
+from marstune.models.patchgan import build_patchgan, receptive_field
+from marstune.models.pix2pix import SEG_WEIGHT, Pix2Pix, build_pix2pix
 
 TINY = {"base_filters": 8, "levels": 2, "kernel": 3, "dropout": 0.0, "activation": "relu"}
 LOSSES = ("d_loss", "g_loss", "seg_loss", "adv_loss")

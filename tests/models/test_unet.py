@@ -9,8 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
-from models.unet import (
+from marstune.models.unet import (
     ACTIVATIONS,
     MAX_LEVELS,
     ModelConfigError,
@@ -227,9 +226,9 @@ def test_extra_keys_ignored_and_numpy_scalars_accepted() -> None:
 def test_import_and_validation_do_not_load_keras() -> None:
     code = (
         "import sys\n"
-        "from models.unet import ModelConfigError, validate_config\n"
+        "from marstune.models.unet import ModelConfigError, validate_config\n"
         "try:\n    validate_config({'levels': 3})\nexcept ModelConfigError:\n    pass\n"
-        "import models\n"
+        "import marstune.models as models\n"
         "assert models.ModelConfigError is ModelConfigError\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'heavy import'\n"
     )

@@ -31,7 +31,7 @@ def start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
 
 
 def tune_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tuning", *args]
+    return [sys.executable, "-m", "marstune.tuning", *args]
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from marstune.tuning.commands.dashboard import DashboardError, browse_url, check_host, is_loopback
+from marstune.tuning.storage import open_storage
 
 from tests.conftest import run_tune
 from tests.tuning.servers import HOST, free_port, get_json, start, stop, tune_args, wait_http
-from tuning.commands.dashboard import DashboardError, browse_url, check_host, is_loopback
-from tuning.storage import open_storage
 
 # 3 epochs of 0.1 s: each trial takes a moment, like training, so the dashboards poll a live study.
 ANALYTIC = (

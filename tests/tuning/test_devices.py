@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuning.devices import choose_jit, choose_precision, choose_threads, visible_gpus_for
+from marstune.tuning.devices import choose_jit, choose_precision, choose_threads, visible_gpus_for
 
 
 def test_mixed_precision_is_on_by_default_only_with_a_gpu() -> None:

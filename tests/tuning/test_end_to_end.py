@@ -81,8 +81,7 @@ def test_a_long_run_recycles_its_worker_process_and_loses_nothing(tmp_path: Path
     """search.trials_per_process=2: trials 0-1, 2-3 and 4 train in three processes (TensorFlow's memory
     goes with each), and the study is whole: 5 complete trials, one summary, exit 0."""
     import optuna
-
-    from tuning.storage import open_storage
+    from marstune.tuning.storage import open_storage
 
     (tmp_path / "studies").mkdir()
     result = run_tune(

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from marstune.tuning.engines import RunOptions
+from marstune.tuning.engines import _optuna as engine
+from marstune.tuning.errors import TuneError
+from marstune.tuning.samplers import SAMPLERS
+from marstune.tuning.spec import Spec, load_spec
+from marstune.tuning.storage import open_storage
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from tuning.engines import RunOptions
-from tuning.engines import _optuna as engine
-from tuning.errors import TuneError
-from tuning.samplers import SAMPLERS
-from tuning.spec import Spec, load_spec
-from tuning.storage import open_storage
 
 SEARCHING = sorted(s for s in SAMPLERS if s != "grid")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from marstune.data.mars import save_npz
+from marstune.data.synthetic import generate
+from marstune.tuning.errors import DataError, ModelError, SpecError
+from marstune.tuning.final_io import latest_run, read_export
 
-from data.mars import save_npz
-from data.synthetic import generate
 from tests.conftest import run_tune
-from tuning.errors import DataError, ModelError, SpecError
-from tuning.final_io import latest_run, read_export
 
 LOSSES = ("d_loss", "g_loss", "seg_loss", "adv_loss")
 # A one-point space with a tiny U-Net: the search is the analytic stand-in, the final run trains for real.
@@ -217,8 +217,7 @@ def test_resume_without_out_picks_the_newest_run_of_the_study(tmp_path: Path) ->
 
 def test_predict_refuses_unsafe_models_and_wrong_inputs(tmp_path: Path) -> None:
     import keras
-
-    from tuning.predict import load_images, load_model
+    from marstune.tuning.predict import load_images, load_model
 
     image = keras.Input((64, 128, 1))
     scaled = keras.layers.Lambda(lambda t: t * 2.0)(image)  # Python code inside the model file
@@ -257,14 +256,14 @@ def test_predict_refuses_unsafe_models_and_wrong_inputs(tmp_path: Path) -> None:
 
 
 def test_the_default_lambda_is_the_models() -> None:
-    from models.pix2pix import SEG_WEIGHT
-    from tuning.final import DEFAULT_LAMBDA
+    from marstune.models.pix2pix import SEG_WEIGHT
+    from marstune.tuning.final import DEFAULT_LAMBDA
 
     assert DEFAULT_LAMBDA == SEG_WEIGHT == 100.0  # the seed report: G 2.85 = Adv 1.02 + lambda x Seg 0.018
 
 
 def test_submission_csv_format(tmp_path: Path) -> None:
-    from tuning.predict import write_submission
+    from marstune.tuning.predict import write_submission
 
     labels = np.random.default_rng(0).integers(0, 5, (3, 64, 128)).astype(np.uint8)
     write_submission(tmp_path / "s.csv", labels)
@@ -280,9 +279,8 @@ def test_submission_csv_format(tmp_path: Path) -> None:
 
 def test_checkpoints_swap_whole_and_skip_nan_epochs(tmp_path: Path) -> None:
     import keras
-
-    from tuning.final_callbacks import EpochCheckpoint
-    from tuning.final_io import Checkpoint
+    from marstune.tuning.final_callbacks import EpochCheckpoint
+    from marstune.tuning.final_io import Checkpoint
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")

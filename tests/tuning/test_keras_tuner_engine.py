@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from marstune.tuning.engines import ENGINES, RunOptions, _kt_trials
+from marstune.tuning.engines import _keras_tuner as engine
+from marstune.tuning.errors import SpecError, TuneError
+from marstune.tuning.spec import Spec, load_spec
+from marstune.tuning.storage import open_storage
 from optuna.trial import TrialState
 
 from tests.conftest import REPO, run_tune
-from tuning.engines import ENGINES, RunOptions, _kt_trials
-from tuning.engines import _keras_tuner as engine
-from tuning.errors import SpecError, TuneError
-from tuning.spec import Spec, load_spec
-from tuning.storage import open_storage
 
 SAMPLERS = ENGINES["keras-tuner"][1]
 SEARCHING = [s for s in SAMPLERS if s != "grid"]
@@ -228,7 +228,7 @@ def test_an_interrupted_cli_run_resumes_without_losing_or_repeating_trials(tmp_p
         "--set", "train.epochs=2", "-q",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuning", *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "marstune.tuning", *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 300
@@ -295,8 +295,7 @@ def test_keras_tuner_needs_are_declared_and_every_stock_tuner_runs(tmp_path: Pat
     assert {"keras-tuner", "tensorboard", "scikit-learn"} <= names
     import keras
     import keras_tuner as kt
-
-    from tuning.devices import configure
+    from marstune.tuning.devices import configure
 
     configure(threads=1)  # as `evaluate` does first: TF threads can only be set before the first op
 

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.tuning.workers_util import write_spec
-from tuning.commands.run import trials_per_process
-from tuning.errors import SpecError, StorageError
-from tuning.local_workers import (
+from marstune.tuning.commands.run import trials_per_process
+from marstune.tuning.errors import SpecError, StorageError
+from marstune.tuning.local_workers import (
     WorkerPlan,
     child_args,
     child_env,
@@ -22,8 +20,10 @@ from tuning.local_workers import (
     local_plan,
     plan_workers,
 )
-from tuning.spec import load_spec
-from tuning.storage import grace_period, heartbeat_interval
+from marstune.tuning.spec import load_spec
+from marstune.tuning.storage import grace_period, heartbeat_interval
+
+from tests.tuning.workers_util import write_spec
 
 URL = "postgresql+psycopg://tune:S3cretPw@head/tune"
 
@@ -97,7 +97,7 @@ def test_only_keras_trials_recycle_their_process() -> None:
 def test_children_get_the_storage_through_the_environment_not_argv() -> None:
     plan = WorkerPlan(index=1, threads=1, gpus="1")
     args = child_args("unet-mars", plan, quiet=True)
-    assert args[1:4] == ["-m", "tuning", "worker"] and "--no-summary" in args and "--quiet" in args
+    assert args[1:4] == ["-m", "marstune.tuning", "worker"] and "--no-summary" in args and "--quiet" in args
     assert args[args.index("--workers") + 1] == "1"  # a child never starts children of its own
     assert args[args.index("--max-trials") + 1] == "0"  # and is recycled only when asked
     five = child_args("s", plan, quiet=False, max_trials=5)
@@ -134,7 +134,7 @@ def test_analytic_worker_never_imports_tensorflow(tmp_path: Path) -> None:
     argv += ["--storage", f"sqlite:///{tmp_path}/t.db", "-q"]
     code = (
         "import sys\n"
-        "from tuning.cli import app\n"
+        "from marstune.tuning.cli import app\n"
         f"sys.argv = {argv!r}\n"
         "try:\n    app()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'ray') if m in sys.modules))"
@@ -147,7 +147,7 @@ def test_analytic_worker_never_imports_tensorflow(tmp_path: Path) -> None:
 def test_a_recycled_worker_keeps_the_runs_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from tuning.engines._optuna import _deadline
+    from marstune.tuning.engines._optuna import _deadline
 
     monkeypatch.delenv("TUNE_DEADLINE", raising=False)
     assert _deadline(None) is None

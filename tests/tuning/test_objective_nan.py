@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from tuning.objective import TrialContext, TrialFailed, evaluate
-from tuning.spec import load_spec
+from marstune.tuning.objective import TrialContext, TrialFailed, evaluate
+from marstune.tuning.spec import load_spec
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from marstune.tuning.storage import open_storage
 from optuna.trial import TrialState
 
 from tests.conftest import REPO, run_tune
 from tests.tuning.ray_cluster import RayCluster, outside_connections, start_cluster
-from tuning.storage import open_storage
 
 PASSWORD = "s3cret-Ray-pw"
 ANALYTIC = ("--set", "objective.kind=analytic", "--spec", str(REPO / "studies/unet.yaml"))
@@ -68,7 +68,7 @@ def test_an_unreachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_help_does_not_import_ray(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom tuning.cli import app\n"
+        "import sys\nfrom marstune.tuning.cli import app\n"
         "for args in (['--help'], ['run', '--help']):\n"
         "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
         "print('RAY-MODULES', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n"
@@ -204,7 +204,11 @@ def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None
     args += ["--epochs", "3", "--storage", url, "--set", "objective.sleep=1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cluster.env}
     first = subprocess.Popen(
-        [sys.executable, "-m", "tuning", *args], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "marstune.tuning", *args],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -240,8 +244,8 @@ def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None
 
 def _complete(url: str) -> int:
     """Completed trials so far, read without creating anything: the run may be creating the tables now."""
-    from tuning import study_tables
-    from tuning.errors import StorageError
+    from marstune.tuning import study_tables
+    from marstune.tuning.errors import StorageError
 
     try:
         with study_tables.reading(url) as conn:

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from marstune.tuning.engines import RunOptions
+from marstune.tuning.engines import _optuna as engine
+from marstune.tuning.report_data import best_so_far, load_study_data
+from marstune.tuning.spec import load_spec
+from marstune.tuning.storage import open_storage
 
 from tests.conftest import REPO, run_tune
-from tuning.engines import RunOptions
-from tuning.engines import _optuna as engine
-from tuning.report_data import best_so_far, load_study_data
-from tuning.spec import load_spec
-from tuning.storage import open_storage
 
 PLOTS = {  # plot key -> the title its figure carries
     "optimization-history": "Optimization history",
@@ -172,7 +172,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 
 def test_studies_made_elsewhere_and_studies_without_results(tmp_path: Path) -> None:
     """A plain Optuna study (no stored spec) gets its space from the trials; an empty one gets notes."""
-    from tuning.report import build
+    from marstune.tuning.report import build
 
     url = f"sqlite:///{tmp_path / 'other.db'}"
     storage = open_storage(url, create=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from marstune.tuning.storage import open_storage
 
 from tests.conftest import run_tune
-from tuning.storage import open_storage
 
 TINY = (
     "--set", "train.max_items=24", "--set", "data.synthetic_items=24", "--set", "train.batch_size=8",

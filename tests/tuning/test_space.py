@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
-
-from tuning.errors import SpecError
-from tuning.space import Categorical, Float, Int, parse_space
+from marstune.tuning.errors import SpecError
+from marstune.tuning.space import Categorical, Float, Int, parse_space
 
 
 def test_grid_enumerates_ints_categoricals_and_float_grid_points() -> None:

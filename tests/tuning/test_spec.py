@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from marstune.tuning.errors import SpecError
+from marstune.tuning.spec import DEFAULTS, load_spec, parse_set, spec_from_stored
 
 from tests.conftest import REPO
-from tuning.errors import SpecError
-from tuning.spec import DEFAULTS, load_spec, parse_set, spec_from_stored
 
 
 def test_the_shipped_spec_matches_design_and_defaults() -> None:
@@ -78,8 +78,8 @@ def test_stored_spec_round_trips() -> None:
 
 
 def test_a_workers_spec_comes_from_the_study_or_one_clear_error() -> None:
-    from tuning.errors import StorageError
-    from tuning.spec import study_spec
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.spec import study_spec
 
     made = load_spec(None, ["train.epochs=3"])
     spec = study_spec("s", {"spec": made.raw}, data_path="/mnt/mars.npz")

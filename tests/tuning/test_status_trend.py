@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import optuna
+from marstune.tuning.commands.status import _BARS, sparkline
+from marstune.tuning.storage import open_storage
 
 from tests.conftest import run_tune
-from tuning.commands.status import _BARS, sparkline
-from tuning.storage import open_storage
 
 
 def _levels(trend: str) -> list[int]:

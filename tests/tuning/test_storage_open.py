@@ -8,13 +8,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from tuning.storage import _lost_schema_race, open_storage
+from marstune.tuning.storage import _lost_schema_race, open_storage
 
 # Each child waits for the same instant, then opens the storage: they all race to create the tables.
 _OPEN_AT = """
 import sys, time
-from tuning.storage import open_storage
+from marstune.tuning.storage import open_storage
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 open_storage(sys.argv[1], create=True)

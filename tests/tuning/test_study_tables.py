@@ -8,11 +8,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from marstune.tuning import study_tables as tables
+from marstune.tuning.errors import StorageError
+from marstune.tuning.storage import best_export, open_storage
 from optuna.trial import TrialState
-
-from tuning import study_tables as tables
-from tuning.errors import StorageError
-from tuning.storage import best_export, open_storage
 
 
 def _objective(trial: optuna.Trial) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from marstune.tuning.storage import PG_CONNECTIONS_PER_WORKER
 from optuna.trial import TrialState
 
 from tests.conftest import run_tune
@@ -23,7 +24,6 @@ from tests.tuning.workers_util import (
     tune_env,
     write_spec,
 )
-from tuning.storage import PG_CONNECTIONS_PER_WORKER
 
 PASSWORD = "S3cretPw"
 
@@ -165,12 +165,12 @@ def test_password_never_printed_by_a_working_deployment(pg_url: str, tmp_path: P
 
 def test_a_worker_refuses_data_other_than_the_studys(sqlite_url: str, tmp_path: Path) -> None:
     """`tune worker --data` points a node at its own copy; a different data set would mix scores."""
-    from data.synthetic import write_npz
-    from tuning.engines import _optuna as engine
-    from tuning.errors import DataError
-    from tuning.objective import prepare_data
-    from tuning.spec import load_spec
-    from tuning.storage import open_storage
+    from marstune.data.synthetic import write_npz
+    from marstune.tuning.engines import _optuna as engine
+    from marstune.tuning.errors import DataError
+    from marstune.tuning.objective import prepare_data
+    from marstune.tuning.spec import load_spec
+    from marstune.tuning.storage import open_storage
 
     spec = load_spec(None, ["study=data", "data.synthetic_items=24", "search.sampler=random"])
     prepared = prepare_data(spec)  # numpy only: no model is built

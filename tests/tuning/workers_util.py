@@ -14,12 +14,11 @@ from typing import Any
 
 import optuna
 import yaml
+from marstune.tuning.engines import _optuna as engine
+from marstune.tuning.errors import StorageError
+from marstune.tuning.spec import Spec, load_spec
+from marstune.tuning.storage import open_storage
 from optuna.trial import FrozenTrial, TrialState
-
-from tuning.engines import _optuna as engine
-from tuning.errors import StorageError
-from tuning.spec import Spec, load_spec
-from tuning.storage import open_storage
 
 HEARTBEAT_ENV = {"TUNE_HEARTBEAT_INTERVAL": "1", "TUNE_GRACE_PERIOD": "3"}
 
@@ -67,7 +66,11 @@ def tune_env(url: str | None = None, extra: dict[str, str] | None = None) -> dic
 def start_tune(args: Iterable[str], log: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tuning", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "marstune.tuning", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-
-from tuning.errors import redact, translate
+from marstune.tuning.errors import redact, translate
 
 StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (default: the spec's, unet-mars).")]
 StorageOpt = Annotated[
@@ -86,7 +85,7 @@ def load_run_spec(
     seed: int | None = None,
     **search: Any,
 ) -> Any:
-    from tuning.spec import load_spec
+    from marstune.tuning.spec import load_spec
 
     flags = {
         "study": study,

@@ -12,9 +12,8 @@ import socket
 from typing import Annotated, Any
 
 import typer
-
-from tuning.commands._options import StorageOpt, handle_errors, stderr
-from tuning.errors import TuneError
+from marstune.tuning.commands._options import StorageOpt, handle_errors, stderr
+from marstune.tuning.errors import TuneError
 
 HELP = (
     "Browse studies in optuna-dashboard: history, parameters, learning curves, user attributes.\n\n"
@@ -105,7 +104,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--log-requests", help="Print every HTTP request to stderr.")
         ] = False,
     ) -> None:
-        from tuning.storage import display_url, open_storage, resolve_url, study_names
+        from marstune.tuning.storage import display_url, open_storage, resolve_url, study_names
 
         warning = check_host(host, public)
         url = resolve_url(storage)

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tuning.commands._options import JsonOpt, handle_errors, stderr
+from marstune.tuning.commands._options import JsonOpt, handle_errors, stderr
 
 CLEAN_HELP = """Find the contamination (unrelated pictures that all share one identical mask), print what
 would be removed and why, and write the removed indices.
@@ -40,8 +39,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import json
 
-        from data.clean import find_contamination
-        from data.mars import load_npz
+        from marstune.data.clean import find_contamination
+        from marstune.data.mars import load_npz
 
         loaded = load_npz(data)
         report = find_contamination(loaded.images, loaded.labels)
@@ -71,7 +70,7 @@ def register(app: typer.Typer) -> None:
         n_test: Annotated[int, typer.Option(min=0, help="Test images.")] = 60,
         seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     ) -> None:
-        from data.synthetic import write_npz
+        from marstune.data.synthetic import write_npz
 
         result = write_npz(out, n_train=n_train, n_test=n_test, seed=seed)
         typer.echo(

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tuning.commands._options import JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.commands._options import JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
 
 HELP = """Write the best trial's configuration (params, value, trial, data fingerprint, spec, package
 versions) as YAML for `tune pix2pix --config`.
@@ -36,9 +35,8 @@ def register(app: typer.Typer) -> None:
         import json
 
         import yaml
-
-        from tuning.spec import DEFAULTS, check_study_name
-        from tuning.storage import best_export, resolve_url
+        from marstune.tuning.spec import DEFAULTS, check_study_name
+        from marstune.tuning.storage import best_export, resolve_url
 
         name = check_study_name(study or DEFAULTS["study"])
         url = resolve_url(storage)
@@ -58,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write via a temporary file and rename: an interrupted export never leaves half a file."""
-    from tuning.errors import TuneError
+    from marstune.tuning.errors import TuneError
 
     if not path.parent.exists():
         if path.parent == Path("studies"):

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tuning.commands._options import EpochsOpt, SeedOpt, handle_errors
+from marstune.tuning.commands._options import EpochsOpt, SeedOpt, handle_errors
 
 HELP = """The final run: Pix2Pix with the best configuration, compared with the plain U-Net.
 
@@ -76,7 +75,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int, typer.Option(min=0, help="TF threads (0: the study's setting).")] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress lines.")] = False,
     ) -> None:
-        from tuning.final import FinalOptions, run_final
+        from marstune.tuning.final import FinalOptions, run_final
 
         try:
             result = run_final(

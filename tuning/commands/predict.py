@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tuning.commands._options import handle_errors, stderr
+from marstune.tuning.commands._options import handle_errors, stderr
 
 HELP = """Segment test images with a saved model and write the submission CSV.
 
@@ -45,14 +44,14 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
         threads: Annotated[int, typer.Option(min=0, help="TF threads (0: all cores).")] = 0,
     ) -> None:
-        from tuning.predict import load_images, load_model
+        from marstune.tuning.predict import load_images, load_model
 
         images = load_images(data)  # checked before TensorFlow loads: a wrong file fails in a second
-        from tuning.devices import configure
+        from marstune.tuning.devices import configure
 
         setup = configure(threads)
         segmenter = load_model(model)
-        from tuning.predict import predict_labels, write_submission
+        from marstune.tuning.predict import predict_labels, write_submission
 
         predict_labels(segmenter, images[: min(len(images), batch_size)], batch_size)  # warm-up: trace once
         started, cpu = time.perf_counter(), time.process_time()
@@ -65,7 +64,7 @@ def register(app: typer.Typer) -> None:
             f"({cpu:.1f} CPU-seconds; batch {batch_size}, {setup.device}, {setup.threads or 'all'} threads)"
         )
         if png is not None:
-            from tuning.figures import write_overlays
+            from marstune.tuning.figures import write_overlays
 
             png.mkdir(parents=True, exist_ok=True)
             write_overlays(images, labels, png)

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tuning.commands._options import StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.commands._options import StorageOpt, StudyOpt, handle_errors, stderr
 
 HELP = (
     "Write a study report: one self-contained HTML file, and each plot as a PNG.\n\n"
@@ -27,9 +26,9 @@ HELP = (
 
 def pick_study(storage: object, study: str | None) -> str:
     """--study, else the only study in the storage, else the default study name."""
-    from tuning.errors import StorageError
-    from tuning.spec import DEFAULTS
-    from tuning.storage import study_names
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.spec import DEFAULTS
+    from marstune.tuning.storage import study_names
 
     if study is not None:
         return study
@@ -58,9 +57,9 @@ def register(app: typer.Typer) -> None:
         example_items: Annotated[int, typer.Option(min=8, help="Image pairs it trains on.")] = 96,
         threads: Annotated[int, typer.Option(min=0, help="TF threads for it (0: all cores).")] = 0,
     ) -> None:
-        from tuning.report import build, check_out, default_out
-        from tuning.spec import check_study_name
-        from tuning.storage import display_url, open_storage, resolve_url
+        from marstune.tuning.report import build, check_out, default_out
+        from marstune.tuning.spec import check_study_name
+        from marstune.tuning.storage import display_url, open_storage, resolve_url
 
         url = resolve_url(storage)
         opened = open_storage(url)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-
-from tuning.commands._options import (
+from marstune.tuning.commands._options import (
     DataOpt,
     EpochsOpt,
     SeedOpt,
@@ -22,7 +21,7 @@ from tuning.commands._options import (
 )
 
 if TYPE_CHECKING:
-    from tuning.spec import Spec
+    from marstune.tuning.spec import Spec
 
 RUN_HELP = """Search the space: every trial trains a U-Net and lands in the study storage.
 
@@ -113,9 +112,9 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="Ray engine: GPUs per trial (0.5: two share one).")
         ] = 0.0,
     ) -> None:
-        from tuning.engines import RunOptions, check_pair, load_engine
-        from tuning.samplers import check_pruner, check_sampler
-        from tuning.storage import display_url, preflight, resolve_url
+        from marstune.tuning.engines import RunOptions, check_pair, load_engine
+        from marstune.tuning.samplers import check_pruner, check_sampler
+        from marstune.tuning.storage import display_url, preflight, resolve_url
 
         resolved = load_run_spec(
             spec,
@@ -138,7 +137,7 @@ def register(app: typer.Typer) -> None:
         preflight(url, create=True)
         data_info = _data_info(resolved)  # loads and validates the data before anything is written
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
-        from tuning.local_workers import local_plan, run_local_workers
+        from marstune.tuning.local_workers import local_plan, run_local_workers
 
         every = trials_per_process(resolved)
         threads = threads or resolved.train.threads  # the flag, else the spec: children get it as --threads
@@ -179,11 +178,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(min=0, hidden=True, help="Run at most N trials here, then exit 75 (0: no limit)."),
         ] = None,
     ) -> None:
-        from tuning.engines import RunOptions
-        from tuning.engines import _optuna as engine
-        from tuning.local_workers import RECYCLE_EXIT, die_with_parent, local_plan, run_local_workers
-        from tuning.spec import DEFAULTS, spec_from_stored
-        from tuning.storage import resolve_url
+        from marstune.tuning.engines import RunOptions
+        from marstune.tuning.engines import _optuna as engine
+        from marstune.tuning.local_workers import RECYCLE_EXIT, die_with_parent, local_plan, run_local_workers
+        from marstune.tuning.spec import DEFAULTS, spec_from_stored
+        from marstune.tuning.storage import resolve_url
 
         name, url = study or DEFAULTS["study"], resolve_url(storage)
         if max_trials is None:  # started by a user: recycle per the study's spec
@@ -224,8 +223,8 @@ def trials_per_process(spec: Spec) -> int:
 def _stored_spec(url: str, name: str) -> Spec:
     """The spec a study was created with, read without importing Optuna; one clear error for a study that
     does not exist, was not made by `tune run`, or belongs to another engine."""
-    from tuning import study_tables
-    from tuning.spec import study_spec
+    from marstune.tuning import study_tables
+    from marstune.tuning.spec import study_spec
 
     with study_tables.reading(url) as conn:
         return study_spec(name, study_tables.study_user_attrs(conn, study_tables.study_id(conn, name)))
@@ -251,7 +250,7 @@ def _tensorboard_extra(enabled: bool, study: str) -> tuple[tuple[str, str], ...]
 
 
 def _ray_extra(engine: str, address: str | None, cpus: float, gpus: float) -> tuple[tuple[str, object], ...]:
-    from tuning.errors import SpecError
+    from marstune.tuning.errors import SpecError
 
     if engine != "ray":
         if address is not None or cpus != 1.0 or gpus != 0.0:
@@ -270,7 +269,7 @@ def _data_info(spec: object) -> dict[str, object]:
     """Validate and describe the data up front; say loudly when it is the synthetic stand-in."""
     if spec.objective.kind != "unet":
         return {"data_source": "none (analytic objective)", "data_fingerprint": "none"}
-    from tuning.objective import prepare_data
+    from marstune.tuning.objective import prepare_data
 
     prepared = prepare_data(spec)
     if prepared.synthetic:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-
-from tuning.commands._options import JsonOpt, StorageOpt, StudyOpt, handle_errors
+from marstune.tuning.commands._options import JsonOpt, StorageOpt, StudyOpt, handle_errors
 
 HELP = """Studies in the storage: trials by state, target, best validation mIoU, and a best-so-far trend.
 
@@ -41,7 +40,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
     A GROUP BY and one indexed join per study, read straight from Optuna's tables (tuning/study_tables.py):
     a study of 10,000 trials answers in milliseconds, with no Optuna import.
     """
-    from tuning import study_tables as tables
+    from marstune.tuning import study_tables as tables
 
     rows = []
     with tables.reading(url) as conn:
@@ -72,10 +71,9 @@ def register(app: typer.Typer) -> None:
     def status(study: StudyOpt = None, storage: StorageOpt = None, json_: JsonOpt = False) -> None:
         import json
 
+        from marstune.tuning.storage import display_url, resolve_url
         from rich.console import Console
         from rich.table import Table
-
-        from tuning.storage import display_url, resolve_url
 
         url = resolve_url(storage)
         rows = study_rows(url, study)

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tuning.errors import MissingExtraError, SpecError
+from marstune.tuning.errors import MissingExtraError, SpecError
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,18 @@ class Engine(Protocol):
 
 # name -> (module, the samplers it offers, the pip line for its extra)
 ENGINES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "optuna": ("tuning.engines._optuna", ("cmaes", "gp", "grid", "qmc", "random", "tpe"), ""),
+    "optuna": ("marstune.tuning.engines._optuna", ("cmaes", "gp", "grid", "qmc", "random", "tpe"), ""),
     "keras-tuner": (
-        "tuning.engines._keras_tuner",
+        "marstune.tuning.engines._keras_tuner",
         ("bayes", "grid", "hyperband", "random"),
         "pip install 'keras-tuner>=1.4.7' tensorboard scikit-learn",
     ),
     # Ray Tune's OptunaSearch over the same storage; grid stays with optuna (a queue there, not a sampler).
-    "ray": ("tuning.engines._ray", ("cmaes", "gp", "qmc", "random", "tpe"), "pip install 'tune[ray]'"),
+    "ray": (
+        "marstune.tuning.engines._ray",
+        ("cmaes", "gp", "qmc", "random", "tpe"),
+        "pip install 'tune[ray]'",
+    ),
 }
 
 

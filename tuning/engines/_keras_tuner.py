@@ -30,17 +30,22 @@ from typing import Any
 import keras_tuner as kt
 import optuna
 from keras_tuner.src import config as kt_config
+from marstune.tuning.engines import RunOptions, RunSummary
+from marstune.tuning.engines._kt_trials import (
+    Job,
+    TrialFailedHere,
+    choose_project,
+    projects_root,
+    recorded_ids,
+)
+from marstune.tuning.engines._optuna import FATAL
+from marstune.tuning.engines._study import best_trial, counts, create_or_join
+from marstune.tuning.errors import SpecError, TuneError
+from marstune.tuning.progress import Progress
+from marstune.tuning.space import Categorical, Int, Space
+from marstune.tuning.spec import Spec
+from marstune.tuning.storage import open_storage
 from optuna.trial import TrialState
-
-from tuning.engines import RunOptions, RunSummary
-from tuning.engines._kt_trials import Job, TrialFailedHere, choose_project, projects_root, recorded_ids
-from tuning.engines._optuna import FATAL
-from tuning.engines._study import best_trial, counts, create_or_join
-from tuning.errors import SpecError, TuneError
-from tuning.progress import Progress
-from tuning.space import Categorical, Int, Space
-from tuning.spec import Spec
-from tuning.storage import open_storage
 
 SAMPLERS = ("bayes", "grid", "hyperband", "random")
 OBJECTIVE = kt.Objective("val_miou", "max")  # best validation mIoU over a trial's epochs, as everywhere

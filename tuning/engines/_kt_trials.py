@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from marstune.tuning.engines._optuna import FATAL, MAX_FAILS_IN_A_ROW
+from marstune.tuning.engines._study import best_trial, counts
+from marstune.tuning.errors import TuneError
+from marstune.tuning.interrupts import StopRequest
+from marstune.tuning.objective import TrialContext, evaluate
+from marstune.tuning.progress import Progress
+from marstune.tuning.space import Space
+from marstune.tuning.spec import Spec
 from optuna.trial import TrialState
-
-from tuning.engines._optuna import FATAL, MAX_FAILS_IN_A_ROW
-from tuning.engines._study import best_trial, counts
-from tuning.errors import TuneError
-from tuning.interrupts import StopRequest
-from tuning.objective import TrialContext, evaluate
-from tuning.progress import Progress
-from tuning.space import Space
-from tuning.spec import Spec
 
 ENGINE = "keras-tuner"
 RECORD_FILE = "tune_record.json"

@@ -13,21 +13,20 @@ import time
 from typing import Any
 
 import optuna
+from marstune.tuning.claim import StudyClaim
+from marstune.tuning.engines import RunOptions, RunSummary
+from marstune.tuning.engines._study import best_trial, counts, create, create_or_join, join
+from marstune.tuning.errors import DataError, MissingExtraError, SpecError, StorageError, TuneError
+from marstune.tuning.interrupts import StopRequest
+from marstune.tuning.local_workers import DEADLINE_ENV
+from marstune.tuning.objective import Pruned, TrialContext, evaluate
+from marstune.tuning.progress import Progress
+from marstune.tuning.reaper import Reaper
+from marstune.tuning.samplers import make_pruner, make_sampler
+from marstune.tuning.space import Categorical, Int, Space
+from marstune.tuning.spec import Spec
+from marstune.tuning.storage import open_storage
 from optuna.trial import TrialState
-
-from tuning.claim import StudyClaim
-from tuning.engines import RunOptions, RunSummary
-from tuning.engines._study import best_trial, counts, create, create_or_join, join
-from tuning.errors import DataError, MissingExtraError, SpecError, StorageError, TuneError
-from tuning.interrupts import StopRequest
-from tuning.local_workers import DEADLINE_ENV
-from tuning.objective import Pruned, TrialContext, evaluate
-from tuning.progress import Progress
-from tuning.reaper import Reaper
-from tuning.samplers import make_pruner, make_sampler
-from tuning.space import Categorical, Int, Space
-from tuning.spec import Spec
-from tuning.storage import open_storage
 
 __all__ = ["create", "create_or_join", "join", "run", "suggest"]  # create/join: for `tune run --workers`
 

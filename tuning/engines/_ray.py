@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuning.engines import RunOptions, RunSummary
-from tuning.errors import SpecError, TuneError, redact
-from tuning.spec import Spec
+from marstune.tuning.engines import RunOptions, RunSummary
+from marstune.tuning.errors import SpecError, TuneError, redact
+from marstune.tuning.spec import Spec
 
 if importlib.util.find_spec("ray") is None:  # load_engine turns this into the pip line of the extra
     raise ImportError("ray is not installed", name="ray")
@@ -168,10 +168,10 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
     address = options.get("address")
     cpus, gpus = float(options.get("cpus_per_trial", 1.0)), float(options.get("gpus_per_trial", 0.0))
     _prepare_env(address)
-    from tuning.engines._study import create_or_join
-    from tuning.progress import Progress
-    from tuning.samplers import make_sampler
-    from tuning.storage import open_storage
+    from marstune.tuning.engines._study import create_or_join
+    from marstune.tuning.progress import Progress
+    from marstune.tuning.samplers import make_sampler
+    from marstune.tuning.storage import open_storage
 
     started = time.monotonic()
     temp_dir = _connect(address)
@@ -183,7 +183,7 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
         progress = Progress(spec.study, target, quiet=options.quiet, epochs=spec.train.epochs)
         if temp_dir:
             print(f"Ray: a local cluster on 127.0.0.1 (temp dir {temp_dir})", file=sys.stderr, flush=True)
-        from tuning.engines import _ray_trainable as rt
+        from marstune.tuning.engines import _ray_trainable as rt
 
         driver = Driver(
             storage=storage,
@@ -204,8 +204,8 @@ def run(spec: Spec, storage_url: str, options: RunOptions) -> RunSummary:
         _run_until_target(driver, study, target)
     finally:
         _shutdown(temp_dir)
-        if "tuning.engines._ray_trainable" in sys.modules:
-            sys.modules["tuning.engines._ray_trainable"].DRIVERS.pop(spec.study, None)
+        if "marstune.tuning.engines._ray_trainable" in sys.modules:
+            sys.modules["marstune.tuning.engines._ray_trainable"].DRIVERS.pop(spec.study, None)
     try:
         best = study.best_trial
     except ValueError:
@@ -255,9 +255,8 @@ def _run_until_target(driver: Driver, study: Any, target: int) -> None:
 
 def _fit(driver: Driver, path: Path, *, restore: bool, samples: int = 0) -> None:
     """One Ray Tune run in `path`, new or restored; Ctrl-C or SIGTERM leave it resumable."""
+    from marstune.tuning.engines import _ray_trainable as rt
     from ray import tune
-
-    from tuning.engines import _ray_trainable as rt
 
     spec = driver.spec
     trainable = tune.with_resources(

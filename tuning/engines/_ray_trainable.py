@@ -16,15 +16,14 @@ from typing import Any
 
 import optuna
 import ray
+from marstune.tuning.errors import redact
+from marstune.tuning.objective import Pruned, TrialContext, evaluate
+from marstune.tuning.spec import Spec, spec_from_stored
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
-
-from tuning.errors import redact
-from tuning.objective import Pruned, TrialContext, evaluate
-from tuning.spec import Spec, spec_from_stored
 
 NUMBER_KEY = "_optuna_trial"  # the Optuna trial number, added to the config by the searcher
 ATTEMPT_FILE = "tune-attempts"  # in the trial's directory on Ray's (shared) storage

@@ -11,15 +11,14 @@ import os
 from typing import Any
 
 import optuna
+from marstune.tuning import study_tables
+from marstune.tuning.claim import StudyClaim
+from marstune.tuning.errors import DataError, SpecError
+from marstune.tuning.local_workers import SEED_OFFSET_ENV
+from marstune.tuning.samplers import make_pruner, make_sampler
+from marstune.tuning.spec import Spec, study_spec
+from marstune.tuning.storage import load_study, open_storage
 from optuna.trial import TrialState
-
-from tuning import study_tables
-from tuning.claim import StudyClaim
-from tuning.errors import DataError, SpecError
-from tuning.local_workers import SEED_OFFSET_ENV
-from tuning.samplers import make_pruner, make_sampler
-from tuning.spec import Spec, study_spec
-from tuning.storage import load_study, open_storage
 
 
 def initial_trials(spec: Spec) -> list[dict[str, Any]]:
@@ -124,7 +123,7 @@ def _check_same_data(spec: Spec, fingerprint: str | None) -> None:
     """A worker training on other data than the study's would mix incomparable scores into it."""
     if spec.objective.kind != "unet" or not fingerprint:
         return
-    from tuning.objective import prepare_data
+    from marstune.tuning.objective import prepare_data
 
     found = prepare_data(spec).fingerprint
     if found != fingerprint:
