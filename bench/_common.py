@@ -112,7 +112,7 @@ def postgres_database() -> Iterator[str]:
 
 def make_spec(study: str, sections: dict[str, dict[str, Any]], **top: Any) -> Any:
     """A resolved spec: the built-in defaults with `sections` on top (no spec file is read)."""
-    from marstune.tuning.spec import spec_from_stored
+    from marstune.tuning.config.spec import spec_from_stored
 
     return spec_from_stored({"study": study, **top, **sections})
 

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from marstune.tuning.spec import DEFAULTS
-
 from bench._common import (
     Outcome,
     at_most,
@@ -30,6 +28,7 @@ from bench._common import (
     sqlite_url,
     workdir,
 )
+from marstune.tuning.config.spec import DEFAULTS
 
 # Varied small configs: every parameter moves, models stay small enough for 1-epoch trials on CPU.
 SPACE = {
@@ -81,14 +80,14 @@ def _tree_peak_mb(pid: int) -> tuple[float, float]:
 
 def _measure(spec: Any, label: str, trials: int, early: int) -> dict[int, dict[str, float]]:
     """Run one worker to `trials` finished trials; the tree's peak and current RSS at each checkpoint."""
-    from marstune.tuning.engines import _optuna as engine
+    from marstune.tuning.study.lifecycle import DataInfo, prepare_study
 
     marks: dict[int, dict[str, float]] = {}
     checkpoints = sorted({1, early, *range(10, trials + 1, 10), trials})
     say(f"-- {label}")
     with workdir("memory") as folder:
         url, db = sqlite_url(folder), folder / "bench.db"
-        engine.create(spec, url, {"data_source": "synthetic (bench)", "data_fingerprint": ""})
+        prepare_study(spec, url, DataInfo(source="synthetic (bench)", fingerprint=""))
         log = (folder / "worker.log").open("w")
         proc = subprocess.Popen(
             [

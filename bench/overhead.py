@@ -1,5 +1,5 @@
 """Target 2: the service's own cost. One trial of a fixed config through the engine that `tune run` uses
-(`tuning.engines._optuna.run`: storage, claim, heartbeat, per-epoch reports and pruning checks, user
+(`optuna_engine.run`: storage, claim, heartbeat, per-epoch reports and pruning checks, user
 attributes) vs the same training done by a bare `model.fit` on the same arrays in the same process.
 
 Both sides build, compile and fit the same model (same builder, optimizer, loss, metric, tf.data
@@ -44,12 +44,12 @@ def _spec(name: str, quick: bool) -> Any:
 def service_trial(spec: Any, url: str) -> tuple[float, float, dict[str, Any]]:
     """Wall and CPU seconds of `engine.run` for a one-trial study (study creation included), and the
     trial's attrs."""
-    from marstune.tuning.engines import RunOptions
-    from marstune.tuning.engines import _optuna as engine
-    from marstune.tuning.storage import open_storage
+    from marstune.tuning.search.engines import OptunaOptions
+    from marstune.tuning.search.engines import optuna_engine as engine
+    from marstune.tuning.study.storage import open_storage
 
     started, cpu = time.perf_counter(), time.process_time()
-    summary = engine.run(spec, url, RunOptions(threads=THREADS, quiet=True, extra=(("data_info", {}),)))
+    summary = engine.run(spec, url, OptunaOptions(threads=THREADS, quiet=True))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if summary.finished != 1 or summary.failed_here:
         raise RuntimeError(f"the service trial did not complete: {summary}")
@@ -60,14 +60,15 @@ def service_trial(spec: Any, url: str) -> tuple[float, float, dict[str, Any]]:
 
 def bare_fit(spec: Any) -> tuple[float, float]:
     """The same training without the service: build, compile, fit; wall and CPU seconds."""
-    from marstune.tuning.devices import configure
+    from marstune.tuning.train.devices import configure
 
     setup = configure(THREADS, spec.train.mixed_precision)
     import keras
+
     from marstune.data.augment import make_dataset
     from marstune.models.metrics import MeanIoU
     from marstune.models.unet import build_unet
-    from marstune.tuning.objective import _optimizer, prepare_data
+    from marstune.tuning.search.objective import _optimizer, prepare_data
 
     data = prepare_data(spec)
     started, cpu = time.perf_counter(), time.process_time()
@@ -91,8 +92,8 @@ def bare_fit(spec: Any) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> Outcome:
-    from marstune.tuning.devices import configure
-    from marstune.tuning.objective import prepare_data
+    from marstune.tuning.search.objective import prepare_data
+    from marstune.tuning.train.devices import configure
 
     section("TARGET 2: service overhead")
     configure(THREADS)  # before any TensorFlow op: both sides run with the same thread pools

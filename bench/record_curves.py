@@ -30,8 +30,9 @@ SOBOL_SEED = 0
 
 def design() -> list[dict[str, Any]]:
     """The configurations to record, baseline first, each once."""
-    from marstune.tuning.spec import load_spec
     from scipy.stats import qmc
+
+    from marstune.tuning.config.spec import load_spec
 
     spec = load_spec(SPEC)
     space = spec.raw["space"]
@@ -72,8 +73,9 @@ def design() -> list[dict[str, Any]]:
 def _enqueue_missing(points: list[dict[str, Any]]) -> int:
     """Enqueue every design point with no trial that is complete, running or waiting; returns how many."""
     import optuna
-    from marstune.tuning.storage import open_storage
     from optuna.trial import TrialState
+
+    from marstune.tuning.study.storage import open_storage
 
     study = optuna.load_study(study_name="curves", storage=open_storage(URL))
     alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
@@ -85,7 +87,7 @@ def _enqueue_missing(points: list[dict[str, Any]]) -> int:
 
 
 def _completed() -> int:
-    from marstune.tuning import study_tables
+    from marstune.tuning.study import tables as study_tables
 
     with study_tables.reading(URL) as conn:
         return study_tables.state_counts(conn, study_tables.study_id(conn, "curves"))["complete"]

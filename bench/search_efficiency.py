@@ -4,7 +4,7 @@ The task is a SURROGATE, not real training: the analytic objective with `objecti
 landscape over the U-Net space where each config cell deviates from a closed form, bigger models learn
 slower, and every epoch's validation mIoU carries seeded noise). Training the U-Net for 5 seeds x 3
 methods x full budgets would take days on 2 CPU cores; the surrogate runs through the real engine
-(`tuning.engines._optuna.run`: the same worker loop, samplers, pruners, early stopping and storage), so
+(`optuna_engine.run`: the same worker loop, samplers, pruners, early stopping and storage), so
 every epoch counted is one the service would have trained.
 
 Per seed, the target is the best validation mIoU random search reaches in its full budget (every trial
@@ -38,7 +38,7 @@ class Method:
 
 
 def methods() -> list[Method]:
-    from marstune.tuning.spec import DEFAULTS
+    from marstune.tuning.config.spec import DEFAULTS
 
     search, train = DEFAULTS["search"], DEFAULTS["train"]
     return [
@@ -76,8 +76,8 @@ def run_method(method: Method, seed: int, trials: int, folder: Any, target: floa
     With a target the study grows in steps of CHUNK trials (the engine continues a study to a larger
     target); once a completed trial reaches it, the rest of the budget would not change the figure.
     """
-    from marstune.tuning.engines import RunOptions
-    from marstune.tuning.engines import _optuna as engine
+    from marstune.tuning.search.engines import OptunaOptions
+    from marstune.tuning.search.engines import optuna_engine as engine
 
     name = f"{method.sampler}-{method.pruner}-{seed}"
     url = sqlite_url(folder, f"{name}.db")
@@ -92,7 +92,7 @@ def run_method(method: Method, seed: int, trials: int, folder: Any, target: floa
             },
             baseline=BASELINE,
         )
-        engine.run(spec, url, RunOptions(quiet=True, extra=(("data_info", {}),)))
+        engine.run(spec, url, OptunaOptions(quiet=True))
         found = _read(url, name)
         if target is not None and found.reach(target) is not None:
             break
@@ -100,8 +100,9 @@ def run_method(method: Method, seed: int, trials: int, folder: Any, target: floa
 
 
 def _read(url: str, name: str) -> Run:
-    from marstune.tuning.storage import open_storage
     from optuna.trial import TrialState
+
+    from marstune.tuning.study.storage import open_storage
 
     storage = open_storage(url)
     sid = storage.get_study_id_from_name(name)

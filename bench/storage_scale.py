@@ -101,9 +101,10 @@ def _fill(url: str, upto: int, rng: random.Random) -> float:
     import json
 
     import optuna
-    from marstune.tuning.storage import open_storage
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
+
+    from marstune.tuning.study.storage import open_storage
 
     spec = _spec(upto)
     storage = open_storage(url)
@@ -155,9 +156,10 @@ def _ask_tell_ms(url: str, seed: int, sampler: str, repeats: int = ASK_TELL) -> 
     """Median milliseconds of one trial's storage traffic: ask, suggest our 5 params, a user attribute,
     two epoch reports, tell (what the engine writes per trial, less the training in between)."""
     import optuna
-    from marstune.tuning.engines._optuna import suggest
-    from marstune.tuning.samplers import make_sampler
-    from marstune.tuning.storage import open_storage
+
+    from marstune.tuning.search.engines.optuna_engine import suggest
+    from marstune.tuning.search.samplers import make_sampler
+    from marstune.tuning.study.storage import open_storage
 
     spec = _spec(1)
     study = optuna.load_study(
@@ -179,7 +181,7 @@ def _ask_tell_ms(url: str, seed: int, sampler: str, repeats: int = ASK_TELL) -> 
 def _cli_seconds(folder: Any, url: str) -> tuple[float, float, float]:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "import marstune.tuning.cli"], check=True, env=child_env(), cwd=folder
+        [sys.executable, "-c", "import marstune.tuning.cli.app"], check=True, env=child_env(), cwd=folder
     )
     startup = time.perf_counter() - started
     status, proc = run_tune(["status", "--storage", url], cwd=folder)
@@ -192,11 +194,11 @@ def _cli_seconds(folder: Any, url: str) -> tuple[float, float, float]:
 
 
 def one_storage(kind: str, url: str, folder: Any, small: int, large: int, repeats: int) -> dict[str, float]:
-    from marstune.tuning.engines import RunOptions
-    from marstune.tuning.engines import _optuna as engine
+    from marstune.tuning.search.engines import OptunaOptions
+    from marstune.tuning.search.engines import optuna_engine as engine
 
     rng = random.Random(0)
-    engine.run(_spec(1), url, RunOptions(quiet=True, extra=(("data_info", {}),)))  # created as ours
+    engine.run(_spec(1), url, OptunaOptions(quiet=True))  # created as ours
     fill = _fill(url, small, rng)
     small_ms = {name: _ask_tell_ms(url, 1, name, repeats) for name in ("random", "tpe")}
     fill += _fill(url, large, rng)

@@ -47,8 +47,9 @@ def write_spec(folder: Path, study: str, trials: int) -> Path:
 def measure(url: str, study: str, wall: float) -> dict[str, Any]:
     """Rates and overheads of one finished study, read back from its storage."""
     import optuna
-    from marstune.tuning.storage import open_storage
     from optuna.trial import TrialState
+
+    from marstune.tuning.study.storage import open_storage
 
     storage = open_storage(url)
     trials = [

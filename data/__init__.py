@@ -3,39 +3,35 @@ synthetic terrain generator. Imports neither `tuning` nor `models`; TensorFlow l
 
 from __future__ import annotations
 
-from marstune.data.augment import make_dataset
-from marstune.data.clean import CleanReport, find_contamination, remove_contamination
-from marstune.data.mars import (
-    CLASS_NAMES,
-    IMAGE_SHAPE,
-    NUM_CLASSES,
-    DataError,
-    MarsData,
-    load_npz,
-    save_npz,
-    split_indices,
-    validate_test_set,
-    validate_training_set,
-)
-from marstune.data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
+import importlib
+from typing import Any
 
-__all__ = [
-    "CLASS_NAMES",
-    "IMAGE_SHAPE",
-    "NUM_CLASSES",
-    "CleanReport",
-    "DataError",
-    "MarsData",
-    "SyntheticSet",
-    "find_contamination",
-    "generate",
-    "load_npz",
-    "make_dataset",
-    "remove_contamination",
-    "save_npz",
-    "split_indices",
-    "synthetic_data",
-    "validate_test_set",
-    "validate_training_set",
-    "write_npz",
-]
+# name -> module; loaded on first use, so `import marstune.data.layout` costs no numpy (tune --help).
+_EXPORTS = {
+    "make_dataset": "augment",
+    "CleanReport": "clean",
+    "find_contamination": "clean",
+    "remove_contamination": "clean",
+    "CLASS_NAMES": "layout",
+    "IMAGE_SHAPE": "layout",
+    "NUM_CLASSES": "layout",
+    "DataError": "mars",
+    "MarsData": "mars",
+    "load_npz": "mars",
+    "save_npz": "mars",
+    "split_indices": "mars",
+    "validate_test_set": "mars",
+    "validate_training_set": "mars",
+    "SyntheticSet": "synthetic",
+    "generate": "synthetic",
+    "synthetic_data": "synthetic",
+    "write_npz": "synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'marstune.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"marstune.data.{module}"), name)

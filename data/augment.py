@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from marstune.data.mars import IMAGE_SHAPE, NUM_CLASSES, DataError
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from marstune.data.mars import CLASS_NAMES, NUM_CLASSES, DataError, MarsData
 
 MIN_GROUP = 3  # fewer identical masks than this is coincidence (e.g. two all-sand close-ups), not a pattern

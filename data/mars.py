@@ -12,17 +12,15 @@ refused from its header and never unpickled.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_SHAPE = (64, 128)
-NUM_CLASSES = 5
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
+from marstune.data.layout import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+
+__all__ = ["CLASS_NAMES", "IMAGE_SHAPE", "NUM_CLASSES"]  # re-exported: data.mars is where users look
 TRAIN_KEY = "training_set"
 TEST_KEY = "test_set"
 
@@ -235,22 +233,18 @@ def load_npz(path: str | Path, max_items: int | None = None) -> MarsData:
 
 
 def save_npz(path: str | Path, training_set: np.ndarray, test_set: np.ndarray | None) -> None:
-    """Validate, then write the challenge layout atomically (a failed write leaves no file behind)."""
+    """Validate, then write the challenge layout to `path` (nothing is written if validation fails).
+
+    A plain write, like np.savez: the service (`tune data synth`) makes it atomic through
+    marstune.tuning.outputs, the one owner of atomic replacement.
+    """
     path = Path(path)
     validate_training_set(training_set, str(path))
     if test_set is not None:
         validate_test_set(test_set, str(path))
     arrays = {TRAIN_KEY: training_set} if test_set is None else {TRAIN_KEY: training_set, TEST_KEY: test_set}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: readers never see half a file, and a failure leaves none.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("xb") as f:  # a file object: np.savez would append ".npz" to a bare name
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with path.open("wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez(f, **arrays)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from marstune.data.mars import IMAGE_SHAPE, DataError, MarsData, from_arrays, save_npz
 
 H, W = IMAGE_SHAPE

@@ -21,7 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
-NUM_CLASSES = 5
+from marstune.data.layout import NUM_CLASSES
+
 BACKGROUND = 0  # the class left out of the mean
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from marstune.data.layout import NUM_CLASSES
+from marstune.models.unet import INPUT_SHAPE
+
 if TYPE_CHECKING:
     import keras
 
-IMAGE_SHAPE = (64, 128, 1)
-NUM_CLASSES = 5
 # Filters per stride-2 block; the stride-1 block after them doubles the last. pix2pix uses 64/128/256/512
 # for 256x256; half of that is plenty for 64x128 grey images and keeps a CPU epoch short.
 DEFAULT_FILTERS = (32, 64)
@@ -34,7 +35,7 @@ def receptive_field(n_down: int, kernel: int = 4) -> int:
 
 
 def build_patchgan(
-    input_shape: Sequence[int] = IMAGE_SHAPE,
+    input_shape: Sequence[int] = INPUT_SHAPE,
     num_classes: int = NUM_CLASSES,
     filters: Sequence[int] = DEFAULT_FILTERS,
 ) -> keras.Model:

@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 from keras import ops
+
 from marstune.models.metrics import MeanIoU
 from marstune.models.patchgan import DEFAULT_FILTERS, build_patchgan
 from marstune.models.unet import INPUT_SHAPE, NUM_CLASSES, build_unet

@@ -20,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from marstune.data.layout import IMAGE_SHAPE, NUM_CLASSES
+
 if TYPE_CHECKING:
     import keras
 
 CONFIG_KEYS = ("base_filters", "levels", "kernel", "dropout", "activation")
 ACTIVATIONS = ("relu", "elu", "gelu", "swish")
-INPUT_SHAPE = (64, 128, 1)
-NUM_CLASSES = 5
+INPUT_SHAPE = (*IMAGE_SHAPE, 1)  # (H, W, channels): grayscale
 # The deepest feature map must keep at least this many pixels (height, width): below 2x4 the bottleneck
 # sees too little context to be worth its parameters, and odd sizes would break the skip concatenation.
 MIN_BOTTLENECK = (2, 4)

@@ -90,7 +90,7 @@ def validate(argv: list[str]) -> str:
     """Raise InvalidCommand if argv is not a valid invocation; return the program."""
     program, args = argv[0], [str(a) for a in argv[1:]]
     if program == "tune" or argv[:3] == ["python", "-m", "marstune.tuning"]:
-        from marstune.tuning.cli import app
+        from marstune.tuning.cli.app import app
 
         _click_parse(typer.main.get_command(app), "tune", args if program == "tune" else args[2:])
         return "tune"

@@ -1,5 +1,5 @@
-"""`python -m tuning` is `tune`."""
+"""`python -m marstune.tuning` is `tune`."""
 
-from marstune.tuning.cli import app
+from marstune.tuning.cli.app import main
 
-app(prog_name="tune")
+main()

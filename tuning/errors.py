@@ -1,4 +1,12 @@
-"""The error hierarchy. Every message is one line: what was wrong, the value, and the fix.
+"""Every exception of the service. Every message is one line: what was wrong, the value, and the fix.
+
+Two families:
+- `TuneError` and its children reach the user: the CLI prints `Error: <message>` and exits 1.
+  `FatalError` children stop a whole run in every engine (a broken spec, unreadable data, a storage that
+  cannot be opened, a missing extra, a study whose trials keep failing); any other exception raised
+  while a trial trains fails that one trial and the study goes on.
+- `TrialFailed` and `Pruned` are control flow between the objective and the engines; they never reach
+  the user.
 
 Errors from models/ and data/ (plain ValueErrors there, since they know nothing of tuning) are
 translated here at the boundary, so the CLI has one thing to catch.
@@ -7,44 +15,79 @@ translated here at the boundary, so the CLI has one thing to catch.
 from __future__ import annotations
 
 import re
+import signal
+from urllib.parse import quote, unquote, urlsplit
 
 
 class TuneError(Exception):
     """Base class: the CLI prints `Error: <message>` and exits 1."""
 
 
-class SpecError(TuneError):
+class FatalError(TuneError):
+    """Stops the run in every engine (and every worker of the study): retrying another trial cannot help."""
+
+
+class SpecError(FatalError):
     """A study spec file, a `--set` override or a CLI flag is invalid."""
 
 
-class DataError(TuneError):
+class UsageError(SpecError):
+    """A command-line value is invalid: the CLI exits 2, as for any usage error."""
+
+
+class DataError(FatalError):
     """A data set does not have the challenge layout."""
 
 
-class ModelError(TuneError):
-    """A model configuration cannot be built."""
-
-
-class StorageError(TuneError):
+class StorageError(FatalError):
     """A storage URL is malformed, unreachable or unwritable, or a study is missing."""
 
 
-class MissingExtraError(TuneError):
-    """An optional dependency (sampler, engine) is not installed."""
+class MissingExtraError(FatalError):
+    """An optional dependency (sampler, engine, tracker) is not installed."""
 
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z0-9+]+://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)")
+class TooManyFailures(FatalError):
+    """The study's last trials all failed: the run stops instead of burning the night."""
 
 
-def redact(text: str) -> str:
-    """Replace the password of every URL in `text` with `***`."""
-    return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", text)
+class OutputError(TuneError):
+    """An output path is unusable: an input of the same command, a database, a directory, unwritable."""
+
+
+class ModelError(TuneError):
+    """A model configuration cannot be built (fails one trial; the spec check refuses most up front)."""
+
+
+class ReportError(TuneError):
+    """A report cannot be made as asked."""
+
+
+class DashboardError(TuneError):
+    """The dashboard cannot be served as asked (address, port)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: stop cleanly; the exit code tells which (130 or 143)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class TrialFailed(Exception):
+    """This trial failed (NaN loss, a config that cannot be built); the study goes on."""
+
+
+class Pruned(Exception):
+    """The engine's pruner asked to stop this trial; engines turn it into their own pruned state."""
 
 
 # Raw errors of the layers below, by qualified name, so translating one never imports Keras.
 _RAW_ERRORS: dict[str, type[TuneError]] = {
     "marstune.data.mars.DataError": DataError,
     "marstune.models.unet.ModelConfigError": ModelError,
+    "marstune.models.losses.LossConfigError": ModelError,
 }
 
 
@@ -57,3 +100,80 @@ def translate(exc: BaseException) -> TuneError | None:
         if ours is not None:
             return ours(str(exc))
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 500 characters: how a failed trial's reason is stored."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an exception at a process boundary: 2 usage, 1 error, 128 + signal number."""
+    if isinstance(exc, Interrupted):
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return 2 if isinstance(exc, UsageError) else 1
+
+
+# --- passwords never leave the process: every message and URL goes through `redact`.
+# A password may sit in a URL in every form SQLAlchemy and libpq accept: `user:pw@`, `:pw@` (no user),
+# `?password=pw` (and `sslpassword`), percent-encoded, in a multi-host netloc, or as a libpq
+# `password=pw` keyword in a conninfo string; drivers may also quote it in their own messages.
+MASK = "***"
+_SECRET_KEY = re.compile(r"pass(word)?$|passwd|secret|token", re.IGNORECASE)
+# scheme://userinfo@: the userinfo ends at the LAST @ before the path, so an unencoded @ in a password
+# is covered too.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+_KEYWORD = re.compile(
+    r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token)[\"']?\s*[=:]\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;,'\"]+)",
+    re.IGNORECASE,
+)
+_KNOWN_SECRETS: set[str] = set()
+
+
+def secrets_of(url: str) -> set[str]:
+    """The secrets in a URL, raw and percent-decoded/encoded, so `redact` finds them in any text."""
+    found: set[str] = set()
+    match = _USERINFO.search(url)
+    if match and ":" in match.group("userinfo"):
+        found.add(match.group("userinfo").split(":", 1)[1])
+    query = urlsplit(url).query if "://" in url else url
+    for part in re.split(r"[&;\s]", query):
+        key, sep, value = part.partition("=")
+        if sep and _SECRET_KEY.search(key.strip()):
+            found.add(value.strip("'\""))
+    out: set[str] = set()
+    for secret in found:
+        if len(secret) >= 3:  # a one- or two-character "password" would mask half of every message
+            out |= {secret, unquote(secret), quote(unquote(secret), safe="")}
+    return out
+
+
+def remember_secrets(url: str) -> None:
+    """From now on, `redact` also replaces this URL's secrets wherever a message quotes them."""
+    _KNOWN_SECRETS.update(secrets_of(url))
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    userinfo = match.group("userinfo")
+    if ":" not in userinfo:
+        return match.group(0)
+    return f"{match.group('scheme')}{userinfo.split(':', 1)[0]}:{MASK}@"
+
+
+def redact(text: str) -> str:
+    """`text` with every password of every URL or conninfo replaced by ***."""
+    text = _USERINFO.sub(_mask_userinfo, text)
+    text = _KEYWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def describe(exc: BaseException) -> str | None:
+    """The one line a process prints for `exc` at its boundary (None: not ours to explain)."""
+    ours = translate(exc)
+    return None if ours is None else f"Error: {redact(str(ours))}"

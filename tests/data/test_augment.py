@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+
 from marstune.data.augment import make_dataset
 from marstune.data.mars import DataError
 

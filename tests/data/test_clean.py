@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from marstune.data.clean import find_contamination, group_threshold, remove_contamination
 from marstune.data.mars import DataError
 from marstune.data.synthetic import generate, synthetic_data

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from marstune.data.mars import (
     DataError,
     MarsData,
@@ -37,7 +38,7 @@ def test_round_trip_gives_the_arrays_back(tmp_path: Path, arrays: tuple[np.ndarr
     np.testing.assert_array_equal(data.test_images, test.astype(np.float32))
     assert set(np.unique(data.labels)) <= {0, 1, 2, 3, 4}
     assert data.source == str(path) and len(data) == 8
-    assert [p.name for p in tmp_path.iterdir()] == ["mars.npz"]  # the atomic write left no temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["mars.npz"]
 
 
 def test_fingerprint_is_stable_and_tracks_content(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from marstune.data.mars import DataError, load_npz, validate_test_set, validate_training_set
 from marstune.data.synthetic import SyntheticSet, generate, synthetic_data, write_npz
 

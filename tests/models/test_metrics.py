@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
 from marstune.models.metrics import MeanIoU, confusion_matrix, iou_per_class, mean_iou
 from marstune.models.unet import build_unet
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
 from marstune.data.augment import make_dataset
 from marstune.data.synthetic import synthetic_data
 from marstune.models.metrics import MeanIoU

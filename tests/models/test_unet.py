@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
 from marstune.models.unet import (
     ACTIVATIONS,
     MAX_LEVELS,

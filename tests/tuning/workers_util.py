@@ -14,11 +14,12 @@ from typing import Any
 
 import optuna
 import yaml
-from marstune.tuning.engines import _optuna as engine
-from marstune.tuning.errors import StorageError
-from marstune.tuning.spec import Spec, load_spec
-from marstune.tuning.storage import open_storage
 from optuna.trial import FrozenTrial, TrialState
+
+from marstune.tuning.config.spec import Spec, load_spec
+from marstune.tuning.errors import StorageError
+from marstune.tuning.study.lifecycle import DataInfo, prepare_study
+from marstune.tuning.study.storage import open_storage
 
 HEARTBEAT_ENV = {"TUNE_HEARTBEAT_INTERVAL": "1", "TUNE_GRACE_PERIOD": "3"}
 
@@ -51,7 +52,7 @@ def write_spec(
 def create_study(spec_path: Path, url: str) -> Spec:
     """What the head node's `tune run` does before any worker joins: the study, its spec and queue."""
     spec = load_spec(spec_path)
-    engine.create(spec, url, {"data_source": "none (analytic objective)", "data_fingerprint": "none"})
+    prepare_study(spec, url, DataInfo(source="none (analytic objective)", fingerprint="none"))
     return spec
 
 

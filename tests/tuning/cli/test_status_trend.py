@@ -1,0 +1,49 @@
+"""`tune status` answers "is it improving?": the best-so-far sparkline rises with an improving study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+from marstune.tuning.cli.status import _BARS, sparkline
+from marstune.tuning.study.storage import open_storage
+from tests.conftest import run_tune
+
+
+def _levels(trend: str) -> list[int]:
+    return [_BARS.index(c) for c in trend]
+
+
+def _study(url: str, name: str, values: list[float]) -> None:
+    study = optuna.create_study(study_name=name, storage=open_storage(url, create=True), direction="maximize")
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(value=v))
+
+
+def test_sparkline_is_the_running_best() -> None:
+    assert sparkline([]) == ""
+    assert _levels(sparkline([0.1, 0.5, 0.3, 0.9])) == [0, 3, 3, 7]  # 0.3 does not lower the best
+    assert sparkline([0.9, 0.1, 0.2]) == "▁▁▁"  # best first: flat, nothing improved since
+    squeezed = sparkline([i / 100 for i in range(100)], width=20)
+    assert len(squeezed) == 20 and squeezed[0] == "▁" and squeezed[-1] == "█"
+
+
+def test_status_trend_rises_for_an_improving_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    _study(url, "improving", [0.10, 0.30, 0.20, 0.45, 0.60, 0.55, 0.80, 0.90])
+    _study(url, "stuck", [0.70, 0.40, 0.50, 0.60])
+    result = run_tune("status", "--storage", url, "--json", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["study"]: r for r in json.loads(result.stdout)}
+    rising = _levels(rows["improving"]["trend"])
+    assert len(rising) == 8
+    assert all(a <= b for a, b in zip(rising, rising[1:], strict=False)), rows["improving"]["trend"]
+    assert rising[0] == 0 and rising[-1] == len(_BARS) - 1 and len(set(rising)) >= 5
+    assert rows["improving"]["best_value"] == 0.90 and rows["improving"]["best_trial"] == 7
+    assert set(_levels(rows["stuck"]["trend"])) == {0}  # flat: no improvement after trial 0
+    table = run_tune("status", "--storage", url, cwd=tmp_path, timeout=120)
+    assert table.returncode == 0, table.stderr
+    line = next(ln for ln in table.stdout.splitlines() if "improving" in ln)
+    assert rows["improving"]["trend"] in line and "0.9000" in line

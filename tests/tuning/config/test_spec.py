@@ -1,0 +1,92 @@
+"""Spec files: defaults, overrides, unknown keys, and bad YAML refused with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marstune.tuning.config.spec import DEFAULTS, load_spec, parse_set, spec_from_stored
+from marstune.tuning.errors import SpecError
+from tests.conftest import REPO
+
+
+def test_the_shipped_spec_matches_design_and_defaults() -> None:
+    spec = load_spec(REPO / "studies/unet.yaml")
+    assert spec.study == "unet-mars"
+    assert spec.raw["space"] == DEFAULTS["space"] and spec.baseline == DEFAULTS["baseline"]
+    assert spec.space.grid_size() == 3 * 4 * 2 * 3 * 4
+    assert spec.space.contains(spec.baseline)
+
+
+def test_overrides_apply_in_order_file_then_set_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("train: {epochs: 4, batch_size: 8}\nsearch: {sampler: random}\n")
+    spec = load_spec(path, ["train.epochs=6", "search.trials=3"], {"train.epochs": 9, "study": "x1"})
+    assert (spec.train.epochs, spec.train.batch_size, spec.search.sampler, spec.search.trials) == (
+        9,
+        8,
+        "random",
+        3,
+    )
+    assert spec.study == "x1" and spec.raw["train"]["epochs"] == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {epoch: 3}\n", "unknown key `epoch`"),
+        ("trian: {}\n", "unknown key `trian`"),
+        ("train: {epochs: zero}\n", "train.epochs"),
+        ("train: {epochs: [1\n", "not valid YAML at line"),
+        ("!!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+        ("space: {levels: {type: int, low: 5, high: 2}}\n", "`low` (5) must be <= `high` (2)"),
+        ("space: {depth: {type: int, low: 1, high: 2}}\n", "unknown parameter(s) ['depth']"),
+        ("space: {levels: {type: integer, low: 1, high: 2}}\n", "`type` must be one of"),
+        ("baseline: {base_filters: 16}\n", "`baseline` must give"),
+        (
+            "baseline: {base_filters: 64, levels: 4, kernel: 3, dropout: 0.2, activation: relu}\n",
+            "outside the space",
+        ),
+        ("- a list\n", "a spec must be a mapping"),
+        ("study: 'bad name!'\n", "study name must be"),
+    ],
+)
+def test_bad_spec_files_are_refused_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_set_values_are_yaml_scalars_and_malformed_sets_are_refused() -> None:
+    assert parse_set(["a.b=3", "a.c=[1, 2]", "d=true", "e=x"]) == {
+        "a": {"b": 3, "c": [1, 2]},
+        "d": True,
+        "e": "x",
+    }
+    with pytest.raises(SpecError, match="key=value"):
+        parse_set(["train.epochs"])
+
+
+def test_stored_spec_round_trips() -> None:
+    spec = load_spec(REPO / "studies/unet.yaml", ["train.epochs=2"])
+    again = spec_from_stored(spec.raw)
+    assert again.raw == spec.raw and again.train.epochs == 2
+
+
+def test_a_workers_spec_comes_from_the_study_or_one_clear_error() -> None:
+    from marstune.tuning.config.spec import study_spec
+    from marstune.tuning.errors import StorageError
+
+    made = load_spec(None, ["train.epochs=3"])
+    spec = study_spec("s", made.raw, data_path="/mnt/mars.npz")
+    assert spec.train.epochs == 3 and spec.data.path == "/mnt/mars.npz"  # this node's copy of the data
+    assert study_spec("s", made.raw).data.path is None
+    with pytest.raises(StorageError, match="'s' was not made by `tune run` .*start it with `tune run`"):
+        study_spec("s", None)
+    ray = {**made.raw, "search": {**made.raw["search"], "engine": "ray"}}
+    with pytest.raises(SpecError, match="run by the ray engine; continue it with `tune run --engine ray"):
+        study_spec("s", ray)

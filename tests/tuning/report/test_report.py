@@ -1,0 +1,196 @@
+"""`tune report` on real studies (analytic objective: fast): every plot, no network, PNGs with content.
+
+The U-Net parts (per-class IoU, example predictions) are tested with a real tiny trial in
+test_report_training.py; the offline rendering in a real browser in test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from marstune.tuning.config.spec import load_spec
+from marstune.tuning.report.data import best_so_far, load_study_data
+from marstune.tuning.search.engines import OptunaOptions
+from marstune.tuning.search.engines import optuna_engine as engine
+from marstune.tuning.study.lifecycle import DataInfo
+from marstune.tuning.study.storage import open_storage
+from tests.conftest import REPO, run_tune
+
+PLOTS = {  # plot key -> the title its figure carries
+    "optimization-history": "Optimization history",
+    "parallel-coordinates": "Parallel coordinates",
+    "param-importances": "Parameter importances",
+    "intermediate-values": "Intermediate values",
+    "sampler-comparison": "Sampler comparison",
+}
+NETWORK = re.compile(
+    r"""<(?:script|img|iframe|source)\b[^>]*\bsrc\s*=\s*["']?\s*(?:https?:)?//"""
+    r"""|<link\b[^>]*\bhref\s*=\s*["']?\s*(?:https?:)?//|@import\s+(?:url\()?["']?(?:https?:)?//""",
+    re.IGNORECASE,
+)
+ANALYTIC_INFO = DataInfo(source="none (analytic objective)", fingerprint="none")
+
+
+def _run(url: str, study: str, sampler: str, trials: int, pruner: str = "median") -> None:
+    spec = load_spec(
+        REPO / "studies/unet.yaml",
+        [
+            f"study={study}",
+            "objective.kind=analytic",
+            f"search.sampler={sampler}",
+            f"search.trials={trials}",
+            f"search.pruner={pruner}",
+            "train.epochs=5",
+        ],
+    )
+    engine.run(spec, url, OptunaOptions(quiet=True, data=ANALYTIC_INFO))
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two samplers on the same data, a one-trial study, and a study on other data."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'tune.db'}"
+    _run(url, "a-tpe", "tpe", 14)
+    _run(url, "a-random", "random", 14)
+    _run(url, "one", "random", 1)
+    _run(url, "elsewhere", "qmc", 3, pruner="none")
+    optuna.load_study(study_name="elsewhere", storage=open_storage(url)).set_user_attr(
+        "data_fingerprint", "0123456789abcdef"
+    )
+    return url
+
+
+def _pixels(path: Path) -> np.ndarray:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_report_has_every_plot_and_no_network_reference(storage: str, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "report.html"
+    result = run_tune(
+        "report", "--storage", storage, "--study", "a-tpe", "--out", str(out), "--no-examples", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"report: {out}"
+    text = out.read_text()
+    for key, title in PLOTS.items():
+        assert f'id="section-{key}"' in text and f'<div id="plot-{key}"' in text, key
+        assert title in text, title
+    # the U-Net-only sections are there, saying why they are empty for an analytic study
+    assert 'id="section-per-class-iou"' in text and "has no per-class IoU" in text
+    assert 'id="section-example-predictions"' in text and "skipped (--no-examples)" in text
+    # plotly.js inlined exactly once; nothing is fetched from the network
+    assert text.count("plotly.js v") == 1
+    scripts = re.findall(r"<script\b[^>]*>", text)
+    assert scripts and not [tag for tag in scripts if "src" in tag], scripts  # every script is inline
+    assert NETWORK.search(text) is None, NETWORK.search(text)
+    # pruned trials are visible in the learning curves and the history
+    data = load_study_data(open_storage(storage), "a-tpe")
+    assert data.count("pruned") >= 1
+    assert '"name":"pruned"' in text and '"name":"pruned (last epoch)"' in text
+    # the comparison holds the studies on the same data, not the one on other data
+    assert "a-random (random)" in text and "a-tpe (tpe)" in text
+    assert "elsewhere (qmc)" not in text
+    # the top-trials table lists the best trial first
+    best = data.best
+    assert best is not None and f"<td>{best.number}</td><td>{best.value:.4f}</td>" in text
+
+
+def test_pngs_are_written_next_to_the_report_and_have_content(storage: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    result = run_tune(
+        "report",
+        "--storage",
+        storage,
+        "--study",
+        "a-random",
+        "--out",
+        str(out),
+        "--no-examples",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    pngs = sorted(tmp_path.glob("report-*.png"))
+    assert [p.name for p in pngs] == sorted(f"report-{key}.png" for key in PLOTS)
+    for png in pngs:
+        assert png.stat().st_size > 15_000, png
+        pixels = _pixels(png)
+        assert pixels.shape[0] >= 400 and pixels.shape[1] >= 800, (png, pixels.shape)
+        gray = pixels[..., :3].mean(axis=-1)
+        assert gray.std() > 0.05, f"{png.name} looks blank (std {gray.std():.3f})"
+        assert (gray < 0.5).mean() > 0.005, f"{png.name} has almost no ink"
+        colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+        assert len(colours) > 20, f"{png.name} has only {len(colours)} colours"
+
+
+def test_one_trial_study_explains_the_missing_importances(storage: str, tmp_path: Path) -> None:
+    result = run_tune("report", "--storage", storage, "--study", "one", "--no-examples", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "studies" / "one" / "report.html"  # the default place
+    assert result.stdout.strip() == "report: studies/one/report.html"
+    text = out.read_text()
+    assert "parameter importances need at least 2 complete trials; this study has 1" in text
+    assert "need at least 2 complete trials" in result.stderr
+    assert 'id="plot-param-importances"' not in text and 'id="plot-optimization-history"' in text
+    assert not (out.parent / "report-param-importances.png").exists()
+    assert (out.parent / "report-optimization-history.png").exists()
+
+
+def test_best_so_far_against_trials_and_epochs(storage: str) -> None:
+    data = load_study_data(open_storage(storage), "a-tpe")
+    xs, ys, cost, label = best_so_far(data)
+    finished = [t for t in data.trials if t.finished]
+    assert xs == list(range(1, len(finished) + 1))
+    assert all(a <= b for a, b in zip(ys, ys[1:], strict=False)) and ys[-1] == data.best.value
+    assert label == "epochs trained (cumulative)"  # the analytic objective records no training seconds
+    pruned = [t for t in finished if t.state == "pruned"]
+    assert all(t.epochs < 5 for t in pruned)  # a pruned trial costs only the epochs it ran
+    assert cost[-1] == sum(t.epochs for t in finished) < 5 * len(finished)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--study", "nope"], "Error: no study named 'nope' in this storage (studies: "),
+        (["--study", "a-tpe", "--out", "report.txt"], "Error: --out report.txt must name an .html file"),
+        ([], "Error: which study? pass --study NAME (studies: "),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    storage: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_tune("report", "--storage", storage, "--no-examples", *args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_studies_made_elsewhere_and_studies_without_results(tmp_path: Path) -> None:
+    """A plain Optuna study (no stored spec) gets its space from the trials; an empty one gets notes."""
+    from marstune.tuning.report.build import build
+
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    storage = open_storage(url, create=True)
+    plain = optuna.create_study(study_name="plain", storage=storage, direction="maximize")
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for v in (0.1, 0.4, 0.3):
+        plain.add_trial(optuna.trial.create_trial(params={"x": v}, distributions={"x": x}, value=v))
+    failed = optuna.create_study(study_name="failed", storage=storage, direction="maximize")
+    failed.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+
+    files = build(storage, "plain", tmp_path / "plain.html", url, examples=False)
+    text = files.html.read_text()
+    assert '<div id="plot-param-importances"' in text and '<div id="plot-parallel-coordinates"' in text
+    assert {p.name for p in files.pngs} >= {"plain-param-importances.png", "plain-parallel-coordinates.png"}
+
+    files = build(storage, "failed", tmp_path / "failed.html", url, examples=False)
+    assert [p.name for p in files.pngs] == ["failed-optimization-history.png"]
+    notes = "\n".join(files.notes)
+    assert "Parallel coordinates: no complete trial yet" in notes
+    assert "this study has 0" in notes and "Intermediate values: no trial reported an epoch yet" in notes

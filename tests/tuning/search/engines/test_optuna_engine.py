@@ -1,0 +1,73 @@
+"""What the Optuna engine promises beyond the contract (test_contract.py): seeded draws, pruning,
+exactly which trials fail. A closed-form objective stands in for training.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from marstune.tuning.config.spec import Spec, load_spec
+from marstune.tuning.search.engines import OptunaOptions
+from marstune.tuning.search.engines import optuna_engine as engine
+from marstune.tuning.search.samplers import SAMPLERS
+from marstune.tuning.study.storage import open_storage
+from tests.conftest import REPO
+
+SEARCHING = sorted(s for s in SAMPLERS if s != "grid")
+
+
+def make_spec(sampler: str, trials: int = 6, *sets: str) -> Spec:
+    return load_spec(
+        REPO / "studies/unet.yaml",
+        [
+            "objective.kind=analytic",
+            f"search.sampler={sampler}",
+            f"search.trials={trials}",
+            "train.epochs=3",
+            "search.pruner=none",
+            *sets,
+        ],
+    )
+
+
+def trials_of(url: str, name: str = "unet-mars") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+@pytest.fixture(params=SEARCHING)
+def sampler_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_same_seed_gives_same_first_trials(sampler_name: str, tmp_path) -> None:
+    runs = []
+    for k in range(2):
+        url = f"sqlite:///{tmp_path / f'{k}.db'}"
+        engine.run(make_spec(sampler_name, 6), url, OptunaOptions(quiet=True))
+        runs.append([t.params for t in trials_of(url)])
+    assert runs[0] == runs[1]
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    engine.run(make_spec(sampler_name, 6, "train.seed=7"), url, OptunaOptions(quiet=True))
+    assert [t.params for t in trials_of(url)][1:] != runs[0][1:]
+
+
+def test_failed_trial_does_not_stop_the_study(sampler_name: str, storage_url: str) -> None:
+    spec = make_spec(sampler_name, 5, "objective.fail_trials=[1, 3]")
+    summary = engine.run(spec, storage_url, OptunaOptions(quiet=True))
+    trials = trials_of(storage_url)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [1, 3]
+    assert all("injected failure" in t.user_attrs["fail_reason"] for t in failed)
+    assert summary.finished == 5 and len(trials) == 7
+
+
+def test_pruner_prunes_below_median(storage_url: str) -> None:
+    spec = make_spec("random", 12, "search.pruner=median", "train.epochs=4")
+    engine.run(spec, storage_url, OptunaOptions(quiet=True))
+    states = [t.state for t in trials_of(storage_url)]
+    assert states.count(TrialState.PRUNED) >= 1
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 12
+    pruned = [t for t in trials_of(storage_url) if t.state == TrialState.PRUNED]
+    assert all(len(t.intermediate_values) < 4 for t in pruned)

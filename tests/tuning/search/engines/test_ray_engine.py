@@ -1,0 +1,254 @@
+"""The Ray Tune engine on a real Ray cluster: two nodes on loopback started with `ray start`, real
+OptunaSearch writing into a real SQLite file or PostgreSQL database, the real `tune` CLI as a subprocess.
+
+The analytic objective (with a sleep per epoch) stands in for training, so the tests exercise the
+service: scheduling across nodes, retries, ASHA pruning, resuming, and what lands in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from marstune.tuning.study.storage import open_storage
+from tests.conftest import REPO, run_tune
+from tests.tuning.ray_cluster import RayCluster, outside_connections, start_cluster
+
+PASSWORD = "s3cret-Ray-pw"
+ANALYTIC = ("--set", "objective.kind=analytic", "--spec", str(REPO / "studies/unet.yaml"))
+
+
+def trials(url: str, study: str = "unet-mars") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=open_storage(url)).get_trials(deepcopy=False)
+
+
+def ray_run(*args: str) -> list[str]:
+    return ["run", "--engine", "ray", "--quiet", *ANALYTIC, *args]
+
+
+def test_grid_is_refused_listing_the_valid_pairs(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    r = run_tune(*ray_run("--sampler", "grid", "--storage", f"sqlite:///{db}"), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: the ray engine has no sampler 'grid'; valid pairs are")
+    assert "ray: cmaes, gp, qmc, random, tpe" in line and "optuna: cmaes, gp, grid" in line
+    assert not db.exists() and not (tmp_path / "studies").exists()  # nothing written
+
+
+def test_ray_flags_need_the_ray_engine(tmp_path: Path) -> None:
+    r = run_tune(
+        "run", *ANALYTIC, "--cpus-per-trial", "2", "--storage", f"sqlite:///{tmp_path}/t.db", cwd=tmp_path
+    )
+    assert r.returncode == 2
+    assert "Error: --address, --cpus-per-trial and --gpus-per-trial need --engine ray" in r.stderr
+
+
+def test_an_unreachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    r = run_tune(*ray_run("--address", "127.0.0.1:1", "--storage", f"sqlite:///{db}"), cwd=tmp_path)
+    assert r.returncode == 1
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Error: cannot connect to the Ray cluster at 127.0.0.1:1: nothing answers at 127.0.0.1:1")
+    )
+    assert not db.exists()
+
+
+def test_help_does_not_import_ray(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom marstune.tuning.cli.app import app\n"
+        "for args in (['--help'], ['run', '--help']):\n"
+        "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
+        "print('RAY-MODULES', sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--cpus-per-trial" in r.stdout and "--gpus-per-trial" in r.stdout and "--address" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "RAY-MODULES []"
+
+
+@pytest.mark.slow
+def test_local_cluster_asha_prunes_and_cleans_up(tmp_path: Path) -> None:
+    """No --address: a local cluster on 127.0.0.1 in its own temp dir, removed afterwards."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ("--sampler", "tpe", "--trials", "6", "--pruner", "median", "--epochs", "4", "--storage", url)
+    r = run_tune(*ray_run(*args, "--set", "objective.sleep=0.2"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "study unet-mars: 6/6 finished" in r.stdout
+    done = trials(url)
+    assert len(done) == 6 and {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert done[0].params == {
+        "base_filters": 16,
+        "levels": 4,
+        "kernel": 3,
+        "dropout": 0.2,
+        "activation": "relu",
+    }
+    assert done[0].user_attrs["enqueued_as"] == "baseline" and done[0].state == TrialState.COMPLETE
+    pruned = [t for t in done if t.state == TrialState.PRUNED]
+    assert pruned, "ASHA stopped no trial"  # the baseline is the best config: later, worse ones are cut
+    assert all(len(t.intermediate_values) < 4 for t in pruned)
+    assert all(len(t.intermediate_values) == 4 for t in done if t.state == TrialState.COMPLETE)
+    assert all(t.user_attrs["engine"] == "ray" and t.user_attrs["config"] for t in done)
+    # The local cluster's temp dir (printed by the run) is gone, and so is every process using it.
+    temp = next(
+        line.split("temp dir ")[1].rstrip(")") for line in r.stderr.splitlines() if "temp dir" in line
+    )
+    assert temp.startswith("/tmp/rt-") and not Path(temp).exists()
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if temp.encode() in _read(p)]
+    status = run_tune("status", "--storage", url, "--json", cwd=tmp_path)
+    row = json.loads(status.stdout)[0]
+    assert row["complete"] + row["pruned"] == 6 and row["running"] == 0 and row["best_trial"] == 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    c = start_cluster(tmp_path_factory.mktemp("ray-logs"))
+    try:
+        yield c
+        assert outside_connections(c.pids()) == []  # idle cluster: still nothing but loopback
+    finally:
+        c.stop()
+    assert not c.pids() and not any(d.exists() for d in c.temp_dirs)
+
+
+@pytest.mark.slow
+def test_two_nodes_run_trials_retry_and_keep_the_password(
+    cluster: RayCluster, pg_url: str, tmp_path: Path
+) -> None:
+    url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@")  # trust auth ignores it; we must not leak it
+    # 2 slots (1 CPU per node): trials 0 and 1 start together, one per node; trial 3 raises once.
+    args = ("--address", cluster.address, "--sampler", "random", "--trials", "5", "--pruner", "none")
+    args += ("--epochs", "2", "--cpus-per-trial", "1", "--storage", url)
+    sets = ("--set", "objective.sleep=2", "--set", "objective.fail_trials=[3]")
+    r = run_tune(*ray_run(*args, *sets), cwd=tmp_path, env=cluster.env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = trials(pg_url)
+    assert sorted(t.number for t in done) == [0, 1, 2, 3, 4]
+    assert all(t.state == TrialState.COMPLETE for t in done), [t.state for t in done]
+    assert {t.user_attrs["attempt"] for t in done if t.number != 3} == {1}
+    assert done[3].user_attrs["attempt"] == 2  # it raised, Ray retried it, the retry completed
+    assert {t.user_attrs["worker"] for t in done} == {"ray:127.0.0.1", "ray:::ffff:127.0.0.1"}
+    assert len({t.user_attrs["ray_node_id"] for t in done}) == 2  # both nodes ran trials
+    assert all(t.user_attrs["epochs_run"] == 2 and t.user_attrs["wall_seconds"] >= 4 for t in done)
+    status = run_tune("status", "--storage", url, "--json", cwd=tmp_path)
+    assert json.loads(status.stdout)[0]["complete"] == 5 and PASSWORD not in status.stdout + status.stderr
+    export = run_tune("export-best", "--storage", url, cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    assert "trial: 0" in (tmp_path / "studies" / "unet-mars.best.yaml").read_text()
+    assert PASSWORD not in r.stdout + r.stderr + export.stdout + export.stderr
+    leaked = [p for d in (tmp_path, *cluster.temp_dirs) for p in d.rglob("*") if p.is_file() and _has(p)]
+    assert leaked == []  # tuner.pkl, searcher state, trial results, every Ray log of both nodes
+
+
+def _has(path: Path) -> bool:
+    try:
+        return PASSWORD.encode() in path.read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_trial_failing_twice_is_failed_with_its_reason(cluster: RayCluster, tmp_path: Path) -> None:
+    """base_filters=0 breaks the analytic objective on every attempt; seed 10 draws it for trial 1 only."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ("--address", cluster.address, "--sampler", "random", "--seed", "10", "--trials", "2")
+    args += ("--pruner", "none", "--epochs", "1", "--storage", url)
+    space = ("--set", "space.base_filters={type: categorical, choices: [0, 16]}")
+    r = run_tune(*ray_run(*args, *space), cwd=tmp_path, env=cluster.env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = trials(url)
+    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert done[1].params["base_filters"] == 0
+    assert done[1].user_attrs["fail_reason"] == "ValueError: math domain error"
+    assert "study unet-mars: 2/2 finished" in r.stdout and "1 fail" in r.stdout
+    # The failure cost run-1 a trial; a second Ray run made up for it.
+    assert sorted(p.name for p in (tmp_path / "studies/unet-mars/ray").glob("run-*")) == ["run-1", "run-2"]
+
+
+@pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_refused_before_anything_is_written(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "t.db"
+    args = ("--address", cluster.address, "--gpus-per-trial", "0.5", "--storage", f"sqlite:///{db}")
+    r = run_tune(*ray_run(*args), cwd=tmp_path, env=cluster.env)
+    assert r.returncode == 1
+    assert "Error: no Ray node can run a trial with 1 CPU and 0.5 GPU" in r.stderr
+    assert not db.exists() and not (tmp_path / "studies").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ray_run("--address", cluster.address, "--sampler", "tpe", "--trials", "6", "--pruner", "none")
+    args += ["--epochs", "3", "--storage", url, "--set", "objective.sleep=1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cluster.env}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "marstune.tuning", *args],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not _complete(url) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        # Mid-run: the driver and both nodes talk over loopback only.
+        assert outside_connections(cluster.pids() | {first.pid}) == []
+        first.send_signal(signal.SIGINT)  # Ctrl-C: Ray Tune saves the run's state and stops
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, err[-3000:]
+    before = trials(url)
+    assert 1 <= sum(t.state == TrialState.COMPLETE for t in before) < 6
+    assert not [t for t in before if t.state == TrialState.FAIL]
+    run_dir = tmp_path / "studies" / "unet-mars" / "ray" / "run-1"
+    assert (run_dir / "tuner.pkl").exists() and not (run_dir / "tune-finished").exists()
+
+    again = run_tune(*args, cwd=tmp_path, env=cluster.env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming the interrupted Ray run {run_dir}" in again.stderr
+    after = trials(url)
+    assert sorted(t.number for t in after) == list(range(6))  # the interrupted trials kept their numbers
+    assert all(t.state == TrialState.COMPLETE for t in after), [t.state for t in after]
+    cut = [t for t in before if t.state == TrialState.RUNNING]
+    assert cut  # the interruption left asked trials unfinished; the restored run finished them
+    started = [t.number for t in cut if t.intermediate_values]  # begun on a worker before Ctrl-C
+    assert all(after[n].user_attrs["attempt"] == 2 for n in started)  # restarted by the restored run
+    assert (run_dir / "tune-finished").exists()
+
+
+def _complete(url: str) -> int:
+    """Completed trials so far, read without creating anything: the run may be creating the tables now."""
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study import tables as study_tables
+
+    try:
+        with study_tables.reading(url) as conn:
+            return study_tables.state_counts(conn, study_tables.study_id(conn, "unet-mars"))["complete"]
+    except StorageError:  # no file, no tables or no study yet
+        return 0

@@ -1,0 +1,77 @@
+"""Opening a fresh database from several processes at once (workers, the dashboard, `tune status`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from marstune.tuning.study.storage import _lost_schema_race, open_storage
+
+# Each child waits for the same instant, then opens the storage: they all race to create the tables.
+_OPEN_AT = """
+import sys, time
+from marstune.tuning.study.storage import open_storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+open_storage(sys.argv[1], create=True)
+print("opened")
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_a_fresh_database_at_once_all_succeed(storage_url: str, tmp_path: Path) -> None:
+    import time
+
+    for round_ in range(3):
+        url = storage_url
+        if url.startswith("sqlite"):
+            url = f"sqlite:///{tmp_path / f'fresh-{round_}.db'}"
+        elif round_:
+            _drop_optuna_tables(url)
+        start = f"{time.time() + 4.0:.3f}"  # time for every interpreter to import optuna first
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, url, start],
+                cwd=Path(__file__).parents[2],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        try:
+            results = [child.communicate(timeout=120) for child in children]
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+        for child, (out, err) in zip(children, results, strict=True):
+            assert child.returncode == 0, err[-2000:]
+            assert out.strip() == "opened"
+        # The schema is whole: a study can be created and a trial told in it.
+        study = optuna.create_study(storage=open_storage(url), study_name=f"after-race-{round_}")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        assert len(study.trials) == 1
+
+
+def _drop_optuna_tables(url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def test_only_schema_races_are_retried() -> None:
+    assert _lost_schema_race(Exception("(sqlite3.OperationalError) table trials already exists"))
+    assert _lost_schema_race(Exception('duplicate key value violates "pg_type_typname_nsp_index"'))
+    assert not _lost_schema_race(Exception("(sqlite3.OperationalError) unable to open database file"))
+    assert not _lost_schema_race(Exception("password authentication failed for user tune"))
+    assert _lost_schema_race(
+        Exception("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+    )

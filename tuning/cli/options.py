@@ -1,0 +1,125 @@
+"""Options shared by every command that touches a study, spelled the same way everywhere."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from marstune.tuning.errors import Interrupted, describe, exit_code
+from marstune.tuning.search.engines import ALL_SAMPLERS, ENGINES
+from marstune.tuning.search.samplers import PRUNER_NAMES
+
+StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (default: the spec's, unet-mars).")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="Storage URL (default: $TUNE_STORAGE, else sqlite:///studies/tune.db)."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="An .npz in the challenge layout (default: data/mars_for_students.npz if present, "
+        "else the built-in synthetic terrain).",
+    ),
+]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Study spec YAML (default: studies/unet.yaml).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a spec key, repeatable: --set train.batch_size=16."),
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs per trial.")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed for the split, the sampler and the weights.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, for scripts.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No spec, no per-epoch progress lines.")]
+ThreadsOpt = Annotated[int, typer.Option(min=0, help="TensorFlow threads per process (0: all cores).")]
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, help="Worker processes on this machine (default: 1, or one per GPU).")
+]
+TensorBoardOpt = Annotated[
+    bool, typer.Option("--tensorboard", help="TensorBoard logs per trial under studies/<study>/tensorboard/.")
+]
+# Choices shown in --help; a value outside them is a usage error (exit 2). The registries own the names.
+SamplerName = StrEnum("SamplerName", {name: name for name in ALL_SAMPLERS})  # type: ignore[misc]
+PrunerName = StrEnum("PrunerName", {name: name for name in PRUNER_NAMES})  # type: ignore[misc]
+EngineName = StrEnum("EngineName", {name: name for name in ENGINES})  # type: ignore[misc]
+
+if TYPE_CHECKING:
+    from marstune.tuning.config.spec import Spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def handle_errors(func: F) -> F:
+    """The boundary: TuneError -> `Error: ...` on one line, exit 1 (2 for a usage error); Ctrl-C 130,
+    SIGTERM 143; TUNE_DEBUG=1 re-raises with the traceback. Every line is redacted."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(
+            signal.SIGTERM, _raise_interrupted
+        )  # SIGTERM stops like Ctrl-C: trial failed, clean exit
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            stderr(
+                "Interrupted: the running trial is marked failed (the baseline and grid points are queued "
+                "again; Ray and Keras Tuner re-run it on resume); run the same command again to continue."
+            )
+            raise typer.Exit(exit_code(exc)) from None
+        except Exception as exc:
+            line = describe(exc)
+            if line is None or os.environ.get("TUNE_DEBUG") == "1":
+                raise
+            stderr(line)
+            raise typer.Exit(exit_code(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_data_path() -> Path | None:
+    """The real challenge file where DESIGN.md puts it, if the user has it."""
+    path = Path("data/mars_for_students.npz")
+    return path if path.exists() else None
+
+
+def load_run_spec(
+    spec: Path | None,
+    sets: list[str] | None,
+    *,
+    study: str | None = None,
+    data: Path | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    **search: Any,
+) -> Spec:
+    from marstune.tuning.config.spec import load_spec
+
+    flags = {
+        "study": study,
+        "data.path": str(data) if data else None,
+        "train.epochs": epochs,
+        "train.seed": seed,
+    }
+    flags.update({f"search.{k}": v for k, v in search.items()})
+    resolved = load_spec(spec, sets or [], flags)
+    if resolved.data.path is None and data is None and (real := default_data_path()) is not None:
+        resolved = load_spec(spec, sets or [], {**flags, "data.path": str(real)})
+    return resolved
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

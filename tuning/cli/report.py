@@ -1,0 +1,87 @@
+"""`tune report`: a study as one self-contained HTML file plus a PNG per plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from marstune.tuning.cli.options import StorageOpt, StudyOpt, handle_errors, stderr
+
+HELP = (
+    "Write a study report: one self-contained HTML file, and each plot as a PNG.\n\n"
+    "The HTML opens without network (plotly.js is inlined). It shows the optimization history, "
+    "parallel coordinates, parameter importances, learning curves (pruned trials too), a comparison "
+    "with the other studies on the same data, the best trial's per-class IoU and example predictions "
+    "of the best configuration. The PNGs are written next to it.\n\n"
+    "Example predictions retrain the best configuration briefly (trials keep no weights); "
+    "--no-examples skips that step.\n\n"
+    "Examples:\n\n"
+    "  tune report                # studies/unet-mars/report.html\n\n"
+    "  tune report --study unet-tpe --out reports/tpe.html\n\n"
+    "  tune report --no-examples  # seconds: no training\n\n"
+    "  tune report --example-epochs 8 --example-items 300\n"
+)
+
+
+def pick_study(storage: object, study: str | None) -> str:
+    """--study, else the only study in the storage, else the default study name."""
+    from marstune.tuning.config.spec import DEFAULTS
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study.storage import study_names
+
+    if study is not None:
+        return study
+    names = study_names(storage)
+    if len(names) == 1:
+        return names[0]
+    if DEFAULTS["study"] in names:
+        return DEFAULTS["study"]
+    known = ", ".join(names) if names else "none yet; run `tune run` first"
+    raise StorageError(f"which study? pass --study NAME (studies: {known})")
+
+
+@handle_errors
+def report(
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: studies/<study>/report.html).")
+    ] = None,
+    examples: Annotated[
+        bool, typer.Option("--examples/--no-examples", help="Retrain the best config for example masks.")
+    ] = True,
+    example_epochs: Annotated[int, typer.Option(min=1, help="Epochs of that quick retraining.")] = 2,
+    example_items: Annotated[int, typer.Option(min=8, help="Image pairs it trains on.")] = 96,
+    threads: Annotated[int, typer.Option(min=0, help="TF threads for it (0: all cores).")] = 0,
+) -> None:
+    from marstune.tuning.config.spec import check_study_name
+    from marstune.tuning.report.build import build, check_out, default_out
+    from marstune.tuning.study.storage import open_storage
+    from marstune.tuning.study.urls import display_url, resolve_url
+
+    url = resolve_url(storage)
+    opened = open_storage(url)
+    name = check_study_name(pick_study(opened, study))
+    target = out or default_out(name)
+    check_out(target)
+    if examples:
+        stderr(
+            f"training the best configuration for {example_epochs} epoch(s) on {example_items} images "
+            "for the example predictions (--no-examples skips this)"
+        )
+    files = build(
+        opened,
+        name,
+        target,
+        display_url(url),
+        examples=examples,
+        example_epochs=example_epochs,
+        example_items=example_items,
+        threads=threads,
+    )
+    for note in files.notes:
+        stderr(f"note: {note}")
+    stderr(f"{len(files.pngs)} PNGs: " + ", ".join(p.name for p in files.pngs))
+    typer.echo(f"report: {files.html}")

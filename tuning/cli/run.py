@@ -1,0 +1,226 @@
+"""`tune run`: create or continue a study and work on it until it reaches its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from marstune.tuning.cli.options import (
+    DataOpt,
+    EngineName,
+    EpochsOpt,
+    JsonOpt,
+    PrunerName,
+    QuietOpt,
+    SamplerName,
+    SeedOpt,
+    SetOpt,
+    SpecOpt,
+    StorageOpt,
+    StudyOpt,
+    TensorBoardOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    handle_errors,
+    load_run_spec,
+    stderr,
+)
+
+if TYPE_CHECKING:
+    from marstune.tuning.config.spec import Spec
+    from marstune.tuning.search.engines import RunOptions
+    from marstune.tuning.study.lifecycle import DataInfo
+
+HELP = """Search the space: every trial trains a U-Net and lands in the study storage.
+
+--trials N is the study's target of finished trials: running the same command again after an
+interruption continues to N. The baseline (the seed report's best) is always trial 0.
+
+Examples:
+
+  tune run                                   # the spec's defaults (studies/unet.yaml)
+
+  tune run --sampler tpe --trials 100
+
+  tune run --sampler random --trials 30 --epochs 5 --data data/mars_for_students.npz
+
+  tune run --sampler grid                    # every grid point exactly once, then stop
+
+  tune run --engine keras-tuner --sampler bayes --trials 20   # Keras Tuner's oracle, same space
+
+  tune run --sampler tpe --trials 8 --workers 2   # 2 worker processes x 1 thread on this machine
+
+  tune run --set train.max_items=200 --set train.batch_size=16
+
+  tune run --tensorboard                     # then: tensorboard --logdir studies/unet-mars/tensorboard
+
+  tune run --engine ray --sampler tpe --trials 20          # Ray Tune on a local Ray cluster
+
+  tune run --engine ray --address auto --gpus-per-trial 0.5   # on a running cluster (`ray start`)
+"""
+
+
+@handle_errors
+def run(
+    sampler: Annotated[SamplerName | None, typer.Option(help="How configurations are chosen.")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Target number of finished trials.")] = None,
+    pruner: Annotated[PrunerName | None, typer.Option(help="How bad trials are stopped early.")] = None,
+    engine: Annotated[EngineName | None, typer.Option(help="Which framework runs the trials.")] = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    data: DataOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    spec: SpecOpt = None,
+    set_: SetOpt = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+    workers: WorkersOpt = None,
+    tensorboard: TensorBoardOpt = False,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray engine: join this cluster (host:port or auto); default: a local one."),
+    ] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="Ray engine: CPUs each trial reserves.")] = 1.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="Ray engine: GPUs per trial (0.5: two share one).")
+    ] = 0.0,
+    json_: JsonOpt = False,
+) -> None:
+    import time
+
+    from marstune.tuning.cli.summary import print_summary
+    from marstune.tuning.search.engines import ENGINES, check_pair, load_engine
+    from marstune.tuning.search.samplers import check_pruner, check_sampler
+    from marstune.tuning.study.storage import probe
+    from marstune.tuning.study.urls import display_url, preflight, resolve_url
+
+    started = time.time()
+    resolved = load_run_spec(
+        spec,
+        set_,
+        study=study,
+        data=data,
+        epochs=epochs,
+        seed=seed,
+        sampler=sampler.value if sampler else None,
+        trials=trials,
+        pruner=pruner.value if pruner else None,
+        engine=engine.value if engine else None,
+    )
+    name = resolved.search.engine
+    check_pair(name, resolved.search.sampler)
+    if name != "keras-tuner":  # its samplers are Keras Tuner oracles, not Optuna's
+        check_sampler(resolved.search.sampler)
+    check_pruner(resolved.search.pruner)
+    url = resolve_url(storage)
+    preflight(url, create=True)  # the storage first: a bad URL is told before the data loads
+    probe(url)
+    info = ENGINES[name]
+    explicit = trials is not None or any(s.strip().startswith("search.trials") for s in set_ or [])
+    common = {
+        "threads": threads or resolved.train.threads,
+        "quiet": quiet,
+        "tensorboard_dir": str(Path("studies") / resolved.study / "tensorboard") if tensorboard else None,
+        "data": data_info(resolved),  # loads and validates the data before anything is written
+        "explicit_target": explicit,
+    }
+    if name == "ray":
+        common.update(ray_options(address, cpus_per_trial, gpus_per_trial))
+    elif address is not None or cpus_per_trial != 1.0 or gpus_per_trial != 0.0:
+        from marstune.tuning.errors import UsageError
+
+        raise UsageError("--address, --cpus-per-trial and --gpus-per-trial need --engine ray")
+    options = info.options(**common)
+    if not quiet:
+        stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
+    code = _run_local_pool(resolved, url, options, workers)
+    if code is None:
+        load_engine(name).run(resolved, url, options)
+        code = 0
+    print_summary(url, resolved.study, time.time() - started, json_=json_)
+    raise typer.Exit(code)
+
+
+def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | None) -> int | None:
+    """Optuna trials run in worker processes (recycled every few trials, or several at once); None when
+    this process runs the engine itself."""
+    import os
+
+    from marstune.tuning.study.lifecycle import prepare_study
+    from marstune.tuning.workers.child import ChildTask
+    from marstune.tuning.workers.plan import local_plan
+    from marstune.tuning.workers.pool import deadline_of, run_pool
+
+    every = trials_per_process(spec)
+    plans = local_plan(workers, options.threads, spec.search.engine, recycle=every > 0)
+    if plans is None:
+        return None
+    for note in prepare_study(spec, url, options.data, explicit_target=options.explicit_target):
+        stderr(note)
+    _say_workers(url, plans, every)
+    task = ChildTask(
+        study=spec.study,
+        threads=options.threads,
+        quiet=options.quiet,
+        max_trials=every,
+        deadline=deadline_of(spec.search.timeout),
+        tensorboard_dir=options.tensorboard_dir,
+        parent_pid=os.getpid(),
+    )
+    from marstune.tuning.cli.summary import print_workers
+
+    code, slots = run_pool(spec.study, url, plans, task)
+    print_workers(url, spec.study, slots)
+    return code
+
+
+def _say_workers(url: str, plans: list, every: int) -> None:  # type: ignore[type-arg]
+    from marstune.tuning.study.urls import display_url
+
+    gpus = ", ".join(f"w{p.index}: GPU {p.gpus}" for p in plans if p.gpus is not None) or "no GPU"
+    recycling = f", a fresh process every {every} trials" if every else ""
+    many = "s" if len(plans) > 1 else ""
+    where = f"{display_url(url)} ({gpus}{recycling})"
+    stderr(f"[tune] {len(plans)} worker{many} x {plans[0].threads} threads on {where}")
+
+
+def trials_per_process(spec: Spec) -> int:
+    """Trials a worker process runs before a fresh one replaces it; 0 (never) when no Keras model trains."""
+    return spec.search.trials_per_process if spec.objective.kind == "unet" else 0
+
+
+def ray_options(address: str | None, cpus: float, gpus: float) -> dict[str, object]:
+    from marstune.tuning.errors import UsageError
+
+    if cpus <= 0 or gpus < 0:
+        raise UsageError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got {cpus:g} and {gpus:g}")
+    return {"address": address, "cpus_per_trial": cpus, "gpus_per_trial": gpus}
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def data_info(spec: Spec) -> DataInfo:
+    """Validate and describe the data up front; say loudly when it is the synthetic stand-in."""
+    from marstune.tuning.study.lifecycle import DataInfo
+
+    if spec.objective.kind != "unet":
+        return DataInfo(source=f"none ({spec.objective.kind} objective)", fingerprint="none")
+    from marstune.tuning.train.data import prepare_data
+
+    prepared = prepare_data(spec)
+    if prepared.synthetic:
+        stderr(
+            "=" * 78 + "\nNO DATA SET GIVEN: using the built-in SYNTHETIC Mars terrain "
+            f"({len(prepared.x_train) + len(prepared.x_val)} pairs).\n"
+            "Pass --data data/mars_for_students.npz to search on the real challenge data.\n" + "=" * 78
+        )
+    stderr(
+        f"data: {prepared.source} (fingerprint {prepared.fingerprint}); {len(prepared.x_train)} train / "
+        f"{len(prepared.x_val)} validation pairs; {prepared.removed} contaminated pairs removed"
+    )
+    return DataInfo(prepared.source, prepared.fingerprint, spec.data.path, prepared.synthetic)

@@ -1,0 +1,101 @@
+"""`tune worker`: join a running study and work on it until it reaches its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from marstune.tuning.cli.options import (
+    JsonOpt,
+    QuietOpt,
+    StorageOpt,
+    StudyOpt,
+    TensorBoardOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    handle_errors,
+    stderr,
+)
+
+HELP = """Join a running study and work on it until it reaches its target, then exit 0.
+
+The spec comes from the study itself, so a worker needs no spec file.
+
+Ctrl-C or SIGTERM stops it cleanly (its trial is marked failed and queued again; exit 130 or 143);
+run it again to continue.
+
+Examples:
+
+  tune worker --study unet-mars --storage postgresql+psycopg://tune@head/tune
+
+  tune worker --study unet-mars --data /mnt/mars_for_students.npz   # this node's copy of the data
+
+  tune worker --study unet-mars --workers 4    # 4 processes here (default on a 4-GPU node: one per GPU)
+"""
+
+
+@handle_errors
+def worker(
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    threads: ThreadsOpt = 0,
+    quiet: QuietOpt = False,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="This node's copy of the study's data (same fingerprint).")
+    ] = None,
+    tensorboard: TensorBoardOpt = False,
+    workers: WorkersOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    import os
+    import time
+
+    from marstune.tuning.cli.run import _say_workers, trials_per_process
+    from marstune.tuning.cli.summary import print_summary, print_workers
+    from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
+    from marstune.tuning.search.engines import OptunaOptions
+    from marstune.tuning.search.engines import optuna_engine as engine
+    from marstune.tuning.study import tables
+    from marstune.tuning.study.urls import resolve_url
+    from marstune.tuning.workers.child import ChildTask
+    from marstune.tuning.workers.plan import local_plan
+    from marstune.tuning.workers.pool import deadline_of, run_pool
+
+    started = time.time()
+    name, url = check_study_name(study or DEFAULTS["study"]), resolve_url(storage)
+    with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
+        stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
+    every = trials_per_process(stored)
+    threads = threads or stored.train.threads
+    board = str(Path("studies") / name / "tensorboard") if tensorboard else None
+    plans = local_plan(workers, threads, "optuna", recycle=every > 0)
+    if plans is not None:
+        _say_workers(url, plans, every)
+        task = ChildTask(
+            study=name,
+            threads=threads,
+            quiet=quiet,
+            data_path=str(data) if data else None,
+            max_trials=every,
+            deadline=deadline_of(stored.search.timeout),
+            tensorboard_dir=board,
+            parent_pid=os.getpid(),
+        )
+        code, slots = run_pool(name, url, plans, task)
+        print_workers(url, name, slots)
+    else:
+        options = OptunaOptions(
+            threads=threads,
+            quiet=quiet,
+            tensorboard_dir=board,
+            create=False,
+            data_path=str(data) if data else None,
+        )
+        engine.run(engine.placeholder_spec(name), url, options)
+        code = 0
+    if code and not quiet:
+        stderr(f"worker stopped with exit code {code}")
+    print_summary(url, name, time.time() - started, json_=json_)
+    raise typer.Exit(code)

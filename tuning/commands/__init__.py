@@ -1,1 +1,0 @@
-"""One small module per command group; each exposes `register(app)`."""

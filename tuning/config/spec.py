@@ -1,0 +1,320 @@
+"""Study specs: one configuration drives a run (nanoGPT style).
+
+Defaults live here, each with the reason for it. A spec file (YAML, `yaml.safe_load` only) overrides
+them, then `--set key=value` flags override the file. Unknown keys are errors. The resolved spec is
+printed at the start of a run and stored on the study, so any trial can be reproduced from the database.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from marstune.tuning.config.space import MODEL_KEYS, TUNABLE, Space, parse_space
+from marstune.tuning.errors import SpecError
+
+DEFAULT_SPEC_PATH = Path("studies/unet.yaml")
+
+DEFAULTS: dict[str, Any] = {
+    "study": "unet-mars",
+    # The seed report's space; filters double per level (16 -> 16,32,64,128).
+    "space": {
+        "base_filters": {"type": "categorical", "choices": [8, 16, 32]},
+        "levels": {"type": "int", "low": 2, "high": 5},
+        "kernel": {"type": "categorical", "choices": [3, 5]},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5, "grid": [0.0, 0.2, 0.4]},
+        "activation": {"type": "categorical", "choices": ["relu", "elu", "gelu", "swish"]},
+    },
+    # The seed report's best; enqueued first in every new study so each study is compared with it.
+    "baseline": {"base_filters": 16, "levels": 4, "kernel": 3, "dropout": 0.2, "activation": "relu"},
+    "train": {
+        "epochs": 10,  # the U-Net plateaus after ~10 epochs on the challenge set; pruning cuts bad ones
+        "batch_size": 32,  # fits an 8 GB GPU for every config in the space; fast on CPU too
+        "optimizer": "adam",
+        "learning_rate": 1.0e-3,  # Adam's default; the seed report used it
+        "patience": 3,  # early stopping on val mIoU: 3 flat epochs rarely recover
+        "val_fraction": 0.15,  # ~390 validation images on the real set: a stable mIoU estimate
+        "seed": 0,
+        "augment": True,  # flips along x and y, as the seed report
+        "max_items": None,  # use only the first N pairs: cheap trials and tests, same code path
+        "threads": 0,  # TF intra-op threads; 0 = all cores divided by local workers
+        "mixed_precision": "auto",  # auto = on when a GPU is present (fp16 halves memory, 2-3x speed)
+    },
+    "data": {
+        "path": None,  # an .npz in the challenge layout; None = built-in synthetic terrain
+        "clean": True,  # drop the ~4% contamination (unrelated pictures sharing one mask)
+        "synthetic_items": 600,  # synthetic pairs when no path is given: ~10 s an epoch on 2 cores
+    },
+    "search": {
+        "engine": "optuna",
+        "sampler": "tpe",  # Bayesian by default; needs ~10 trials before it beats random
+        "pruner": "median",  # stop trials whose mIoU is below the median at the same epoch
+        "trials": 20,  # target number of finished (complete or pruned) trials
+        "timeout": None,  # seconds; None = until the target
+        # A worker process is replaced by a fresh one after this many trials: TensorFlow keeps memory of
+        # every fitted model (~40-60 MB), which would add up to gigabytes over a long study. 0 = never.
+        "trials_per_process": 5,
+    },
+    "objective": {
+        "kind": "unet",  # unet = train the model; analytic = a closed-form stand-in for service tests
+        "sleep": 0.0,  # analytic only: seconds per epoch, to mimic training time
+        "fail_trials": [],  # analytic only: trial numbers whose first attempt raises (fault injection)
+        "fail_every_attempt": False,  # analytic only: the retries of fail_trials raise too
+        # analytic only: 0 = the smooth closed form; > 0 = a harder, seeded task for bench/ (per-config
+        # offsets of ~2x this, per-config learning speeds, per-epoch noise of this standard deviation)
+        "noise": 0.0,
+    },
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class TrainSpec(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float = Field(gt=0)
+    patience: int = Field(ge=0)
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int
+    augment: bool
+    max_items: int | None = Field(ge=4)
+    threads: int = Field(ge=0)
+    mixed_precision: Literal["auto", "on", "off"]
+
+
+class DataSpec(_Section):
+    path: str | None
+    clean: bool
+    synthetic_items: int = Field(ge=8)
+
+
+class SearchSpec(_Section):
+    engine: str
+    sampler: str
+    pruner: str
+    trials: int = Field(ge=1)
+    timeout: float | None = Field(gt=0)
+    trials_per_process: int = Field(ge=0)
+
+
+class ObjectiveSpec(_Section):
+    kind: Literal["unet", "analytic"]
+    sleep: float = Field(ge=0)
+    fail_trials: list[int]
+    fail_every_attempt: bool
+    noise: float = Field(ge=0, le=0.2)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A resolved, validated study spec. `raw` is the plain dict that is logged and stored."""
+
+    study: str
+    space: Space
+    baseline: dict[str, Any]
+    train: TrainSpec
+    data: DataSpec
+    search: SearchSpec
+    objective: ObjectiveSpec
+    raw: dict[str, Any]
+
+    def config_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's full configuration: the baseline with the searched params on top."""
+        return {**self.baseline, **params}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.raw, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Deep-merge `override` into a copy of `base`; keys absent from `base` are errors."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise SpecError(f"unknown key `{key}` ({where}); valid keys: {sorted(base)}")
+        if key in ("space", "baseline") or not isinstance(base[key], dict):
+            out[key] = copy.deepcopy(value)  # replaced whole: a space is a definition, not a patch
+        elif not isinstance(value, Mapping):
+            raise SpecError(f"`{key}` must be a mapping, got {value!r} ({where})")
+        else:
+            out[key] = _merge(base[key], value, f"{where}, {key}")
+    return out
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """' at line L, column C: <problem>' of a YAML error, for one-line messages."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{at}: {problem}"
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc.strerror}; pass --spec PATH") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(
+            f"{path}: not valid YAML{yaml_problem(exc)}; only plain YAML (no !!tags) is read"
+        ) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """`["train.epochs=3", "search.sampler=random"]` -> nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set expects key=value (e.g. --set train.epochs=3), got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise SpecError(f"--set {item!r}: the value is not a plain YAML scalar or list") from None
+        _nest(key.strip(), value, into=out, item=item)
+    return out
+
+
+def _nest(dotted: str, value: Any, into: dict[str, Any] | None = None, item: str = "") -> dict[str, Any]:
+    """Place `value` at `a.b.c` inside `into` (a new dict by default)."""
+    out = {} if into is None else into
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {item or dotted!r} conflicts with another value for `{part}`")
+    node[parts[-1]] = value
+    return out
+
+
+def _validate(raw: dict[str, Any], source: str) -> Spec:
+    study = raw["study"]
+    check_study_name(study, f"{source}, study")
+    space = parse_space(raw["space"], f"{source}, space")
+    baseline = raw["baseline"]
+    if not isinstance(baseline, dict):
+        raise SpecError(f"`baseline` must be a mapping of parameter -> value ({source}, baseline)")
+    missing = [k for k in MODEL_KEYS if k not in baseline]
+    unknown = sorted(set(baseline) - set(TUNABLE))
+    if missing or unknown:
+        raise SpecError(
+            f"`baseline` must give {list(MODEL_KEYS)}; missing {missing}, unknown {unknown} ({source})"
+        )
+    outside = [k for k, p in space.params.items() if k in baseline and not p.contains(baseline[k])]
+    if outside:
+        raise SpecError(f"baseline values for {outside} lie outside the space ({source}, baseline)")
+    check_buildable(space, baseline, f"{source}, space")
+    try:
+        from marstune.models.unet import ModelConfigError, validate_config
+
+        validate_config(baseline)
+    except ModelConfigError as exc:
+        raise SpecError(f"{exc} ({source}, baseline)") from None
+    sections = {}
+    for name, model in (
+        ("train", TrainSpec),
+        ("data", DataSpec),
+        ("search", SearchSpec),
+        ("objective", ObjectiveSpec),
+    ):
+        try:
+            sections[name] = model.model_validate(raw[name])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in (name, *err["loc"]))
+            raise SpecError(f"{field}: {err['msg']}, got {err.get('input')!r} ({source})") from None
+    return Spec(study=study, space=space, baseline=dict(baseline), raw=raw, **sections)
+
+
+# ASCII only and short: the name becomes file names (studies/<name>.best.yaml, studies/<name>/...).
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_study_name(name: Any, where: str = "--study") -> str:
+    if not (isinstance(name, str) and _STUDY_NAME.fullmatch(name)):
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise SpecError(
+            f"study name must be 1-128 ASCII letters, digits, '-', '_' or '.', starting with a letter or "
+            f"digit, got {shown} ({where})"
+        )
+    return name
+
+
+def check_buildable(space: Space, baseline: Mapping[str, Any], where: str) -> None:
+    """Refuse a space holding values the U-Net cannot build (levels above what 64x128 allows, an
+    unknown activation): every extreme of each model parameter is tried on the baseline, without Keras."""
+    from marstune.models.unet import ModelConfigError, validate_config
+
+    for name, param in space.params.items():
+        if name not in MODEL_KEYS:
+            continue
+        for value in param.extremes():
+            try:
+                validate_config({**baseline, name: value})
+            except ModelConfigError as exc:
+                raise SpecError(f"{exc} ({where}.{name}); narrow the range") from None
+
+
+def load_spec(
+    path: Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> Spec:
+    """Defaults <- spec file <- `--set` overrides <- dedicated CLI flags (`--epochs` etc., dotted keys)."""
+    source = "defaults"
+    raw = copy.deepcopy(DEFAULTS)
+    if path is None and DEFAULT_SPEC_PATH.exists():
+        path = DEFAULT_SPEC_PATH
+    if path is not None:
+        source = str(path)
+        raw = _merge(raw, read_spec_file(Path(path)), source)
+    raw = _merge(raw, parse_set(overrides), "--set")
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            raw = _merge(raw, _nest(dotted, value), f"flag for {dotted}")
+    return _validate(raw, source)
+
+
+def spec_from_stored(raw: Mapping[str, Any]) -> Spec:
+    """Rebuild a spec from a study's stored attributes (what `tune worker` uses: no spec file needed)."""
+    return _validate(_merge(copy.deepcopy(DEFAULTS), raw, "stored spec"), "stored spec")
+
+
+def study_spec(name: str, raw: Mapping[str, Any] | None, data_path: str | None = None) -> Spec:
+    """The spec an Optuna-engine study was made with (its stored attribute), for a `tune worker`.
+
+    `data_path` points this worker at its own copy of the data (its fingerprint is checked on joining).
+    """
+    from marstune.tuning.errors import StorageError
+
+    if raw is None:
+        raise StorageError(
+            f"study {name!r} was not made by `tune run` (no stored spec); start it with `tune run`"
+        )
+    engine = (raw.get("search") or {}).get("engine", "optuna")
+    if engine != "optuna":
+        raise SpecError(
+            f"study {name!r} is run by the {engine} engine; continue it with "
+            f"`tune run --engine {engine} --study {name}`"
+        )
+    if data_path is not None:
+        raw = {**raw, "data": {**raw.get("data", {}), "path": data_path}}
+    return spec_from_stored(raw)

@@ -1,0 +1,224 @@
+"""The final run: Pix2Pix with the exported best configuration, and the plain U-Net beside it.
+
+read the export -> the study's data, cleaning and split -> train Pix2Pix (checkpoint every epoch) ->
+train the plain U-Net with the same config, data, epochs and batch size (--compare) -> evaluate both on
+the validation split -> generator.keras, unet.keras, metrics.json, curves and example panels.
+
+Everything that can be wrong with the inputs (config file, data, run folder) is checked before the
+first file is written. Adversarial training can help or hurt segmentation, so the comparison is part of
+the run: the user sees which model to ship.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from marstune.tuning.errors import TuneError
+from marstune.tuning.final.files import (
+    Checkpoint,
+    check_same_run,
+    latest_run,
+    read_export,
+    run_spec,
+    write_json,
+)
+
+RUNS = Path("runs")
+EXAMPLES = 4  # validation images in the example panels
+DEFAULT_LAMBDA = 100.0  # = models.pix2pix.SEG_WEIGHT, not imported: that module loads Keras
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    config: Path
+    epochs: int | None = None  # None: the checkpoint's target on --resume, else the study's train.epochs
+    data: str | None = None  # None: the data the study searched on
+    out: Path | None = None  # None: runs/<study>-<YYYYmmdd-HHMMSS>/ (or the newest one on --resume)
+    resume: bool = False
+    compare: bool = True
+    batch_size: int | None = None  # None: the config's batch_size, else the study's train.batch_size
+    seed: int | None = None
+    max_items: int | None = None
+    threads: int = 0
+    seg_weight: float | None = None  # lambda; None: config["lambda"], else DEFAULT_LAMBDA
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    out: Path
+    scores: dict[str, float]  # model -> validation mIoU of the saved model
+    better: str
+    metrics: dict[str, Any] = field(repr=False)
+
+
+def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult:
+    if console is None:
+        console = Console(stderr=True, highlight=False)
+        if not console.is_terminal:
+            console = Console(stderr=True, highlight=False, width=120)  # logs: one line per epoch, no wraps
+    export = read_export(opts.config)
+    spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
+    from marstune.tuning.train.data import prepare_data
+
+    data = prepare_data(spec)  # loads and validates the data before anything is written
+    _say_data(console, export, data)
+    lam = (
+        opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", DEFAULT_LAMBDA))
+    )
+    if not (math.isfinite(lam) and lam >= 0):
+        raise TuneError(f"lambda (the segmentation loss weight) must be a number >= 0, got {lam!r}")
+    batch = int(opts.batch_size or export.config.get("batch_size") or spec.train.batch_size)
+    settings = {
+        "study": export.study,
+        "trial": export.trial,
+        "config": export.config,
+        "data_source": data.source,
+        "data_fingerprint": data.fingerprint,
+        "train_items": len(data.x_train),
+        "val_items": len(data.x_val),
+        "batch_size": batch,
+        "seed": spec.train.seed,
+        "lambda": lam,
+    }
+    out, epochs = _prepare_out(opts, export.study, spec.train.epochs, settings)
+
+    from marstune.tuning.train.devices import configure
+
+    setup = configure(opts.threads or spec.train.threads, spec.train.mixed_precision)
+    import dataclasses
+
+    from marstune.tuning.final.phases import Phase, train_pix2pix, train_unet  # Keras loads here
+    from marstune.tuning.train.recipe import Recipe
+
+    write_json(out / "run.json", {**settings, "epochs": epochs, "config_file": str(opts.config)})
+    console.print(
+        f"final run -> {out}: config {export.config} (study {export.study} trial {export.trial}, "
+        f"search mIoU {export.value:.4f}); {epochs} epochs, batch {batch}, lambda {lam:g}, "
+        f"{setup.device} {setup.precision}"
+    )
+    recipe = dataclasses.replace(Recipe.of(spec, export.config, setup), epochs=epochs, batch_size=batch)
+    phase = Phase(out, data, spec, export.config, recipe, setup, console, opts.quiet)
+    try:
+        results = {"Pix2Pix": train_pix2pix(phase, lam)}
+        if opts.compare:
+            results["U-Net"] = train_unet(phase)
+    except KeyboardInterrupt:
+        console.print(
+            f"Interrupted: every finished epoch is checkpointed in {out}; continue with\n"
+            f"  tune pix2pix --config {opts.config} --out {out} --resume"
+        )
+        raise
+    return _finish(out, phase, results, settings, console)
+
+
+def _say_data(console: Console, export: Any, data: Any) -> None:
+    if data.synthetic:
+        console.print(
+            f"[bold yellow]NO DATA SET GIVEN: using the built-in SYNTHETIC Mars terrain "
+            f"({len(data.x_train) + len(data.x_val)} pairs); pass --data FILE.npz for real data.[/]"
+        )
+    elif export.fingerprint not in (None, "none", data.fingerprint):
+        console.print(
+            f"[yellow]note: the data differs from the study's (fingerprint {data.fingerprint}, the study "
+            f"searched on {export.fingerprint})[/]"
+        )
+    console.print(
+        f"data: {data.source}; {len(data.x_train)} train / {len(data.x_val)} validation pairs; "
+        f"{data.removed} contaminated pairs removed"
+    )
+
+
+def _prepare_out(
+    opts: FinalOptions, study: str, default_epochs: int, settings: dict[str, Any]
+) -> tuple[Path, int]:
+    """The run folder and the target epochs; refuses to mix runs. Creates the folder (nothing else)."""
+    if opts.resume:
+        out = opts.out or latest_run(RUNS, study)
+        if out is None:
+            raise TuneError(f"--resume: no run of study {study!r} under {RUNS}/ to continue; pass --out DIR")
+        if not (out / "run.json").is_file():
+            raise TuneError(
+                f"--resume: {out} holds no run to continue (no run.json); drop --resume to start one"
+            )
+        stored = check_same_run(out, settings)
+        epochs = opts.epochs or int(stored.get("epochs", default_epochs))
+        done = Checkpoint(out, "pix2pix").state()["epoch"]
+        if epochs < done:
+            raise TuneError(f"--resume: {out} already trained {done} epochs; pass --epochs {done} or more")
+        return out, epochs
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = opts.out or RUNS / f"{study}-{stamp}"
+    if (out / "run.json").exists():
+        raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
+    return out, opts.epochs or default_epochs
+
+
+def _finish(
+    out: Path, phase: Any, results: dict[str, Any], settings: dict[str, Any], console: Console
+) -> FinalResult:
+    from marstune.tuning.constants import per_class_dict
+    from marstune.tuning.final import figures
+    from marstune.tuning.final.phases import evaluate_labels
+
+    data = phase.data
+    scores: dict[str, float] = {}
+    report: dict[str, Any] = {
+        "run": {**settings, "epochs": phase.recipe.epochs, "device": phase.setup.device}
+    }
+    for name, result in results.items():
+        score, per_class = evaluate_labels(data.y_val, result.val_labels)
+        scores[name] = score
+        report[result.key] = {
+            "file": result.file,
+            "val_miou": score,
+            "val_per_class_iou": per_class_dict(per_class),
+            "train_seconds": round(result.seconds, 2),
+            "epochs": result.history,
+        }
+    better = max(scores, key=lambda k: (scores[k], k == "Pix2Pix"))  # a tie ships the search's own model
+    report["better"] = better
+    report["ship"] = results[better].file
+    write_json(out / "metrics.json", report)
+    figures.loss_curves(results["Pix2Pix"].history, out / "loss_curves.png")
+    figures.miou_curves({k: r.history for k, r in results.items()}, out / "miou_curves.png")
+    k = min(EXAMPLES, len(data.x_val))
+    figures.example_panels(
+        data.x_val[:k],
+        data.y_val[:k],
+        {n: r.val_labels[:k] for n, r in results.items()},
+        out / "examples.png",
+    )
+    _print_table(console, report, results, better)
+    return FinalResult(out, scores, better, report)
+
+
+def _print_table(console: Console, report: dict[str, Any], results: dict[str, Any], better: str) -> None:
+    from rich.table import Table
+
+    table = Table(title="validation mIoU (classes 1..4) of the saved models", title_justify="left")
+    for column in ("model", "val mIoU", "soil", "bedrock", "sand", "big rock", "file"):
+        table.add_column(column, justify="left" if column in ("model", "file") else "right", no_wrap=True)
+    for name, result in results.items():
+        entry = report[result.key]
+        ious = entry["val_per_class_iou"]
+        cells = [
+            "-" if ious[c] is None else f"{ious[c]:.3f}" for c in ("soil", "bedrock", "sand", "big_rock")
+        ]
+        marked = name == better and len(results) > 1
+        style = "bold green" if marked else None
+        label = f"{name} (better)" if marked else name
+        table.add_row(label, f"{entry['val_miou']:.4f}", *cells, result.file, style=style)
+    console.print(table)

@@ -1,0 +1,115 @@
+"""Every file a command writes goes through here: checked first, then replaced atomically.
+
+The rules (for every command): never write over one of the command's own inputs or over a database;
+replace an existing output only atomically and keeping its mode; leave no temporary file behind on
+failure. A temporary file sits beside the target (the rename is then atomic on the same filesystem) and
+keeps the target's suffix, since Keras, NumPy and matplotlib choose the format from it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+
+from marstune.tuning.errors import OutputError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+DEFAULT_MODE = 0o666  # what open() would create, before the umask
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_database(path: Path) -> bool:
+    """True for an SQLite database file (the default study storage), whatever its name."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def check_output(
+    path: Path, *, inputs: Iterable[Path | str | None] = (), flag: str = "--out", folder_ok: bool = False
+) -> Path:
+    """Refuse an output path before anything is computed; returns it. `inputs` are the command's own
+    input files (data, config, model, database), which it must never overwrite."""
+    path = Path(path)
+    for source in inputs:
+        if source is not None and (
+            _same_file(path, Path(source)) or path.absolute() == Path(source).absolute()
+        ):
+            raise OutputError(f"{flag} {path} is also this command's input; write the output elsewhere")
+    if path.is_dir() and not folder_ok:
+        raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")
+    if path.is_file() and is_database(path):
+        raise OutputError(f"{flag} {path} is a database; choose another file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {path}: folder {parent} does not exist; create it or change {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: folder {parent} is not writable; change {flag}")
+    if len(path.name.encode()) > 255:
+        raise OutputError(f"{flag} {path}: the file name is longer than 255 bytes; choose a shorter one")
+    return path
+
+
+def temporary_name(path: Path) -> Path:
+    """The one temporary-name scheme: hidden, unique, beside the target, with the target's suffix."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+
+
+def replace_atomically(
+    path: Path,
+    write: Callable[[Path], None],
+    *,
+    inputs: Iterable[Path | str | None] = (),
+    flag: str = "--out",
+) -> Path:
+    """Call `write(tmp)` to make the file, then move it over `path` in one step, keeping an existing
+    file's mode (new files get the umask's). On any failure the temporary file is removed."""
+    check_output(path, inputs=inputs, flag=flag)
+    tmp = temporary_name(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else DEFAULT_MODE & ~_umask()
+        write(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; change {flag}") from None
+    finally:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def write_atomically(
+    path: Path, content: str | bytes, *, inputs: Iterable[Path | str | None] = (), flag: str = "--out"
+) -> Path:
+    """Write text or bytes to `path` atomically (see replace_atomically)."""
+
+    def write(tmp: Path) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the rename must never publish a file whose bytes are not on disk
+
+    return replace_atomically(Path(path), write, inputs=inputs, flag=flag)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment, in every thread)."""
+    with suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022

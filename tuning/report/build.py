@@ -1,0 +1,273 @@
+"""`tune report`: one self-contained HTML file of a study (plotly.js inlined: opens without network),
+plus every plot as a PNG next to it for people who paste pictures into their own reports.
+
+Data comes from tuning.report_data; the same data is drawn twice, by tuning.report_plotly (HTML) and
+tuning.report_png (matplotlib), so both show the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marstune.tuning.errors import ReportError
+from marstune.tuning.outputs import write_atomically
+from marstune.tuning.report.data import StudyData
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass
+class Section:
+    key: str  # the plot's div id is f"plot-{key}", its PNG f"<stem>-{key}.png"
+    title: str
+    about: str
+    figure: Any = None  # a plotly figure, or None with `note` saying why
+    png: Any = None  # callable(path) -> path drawing the same data with matplotlib
+    note: str = ""
+    image: Path | None = None  # a PNG shown as is (example predictions)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    pngs: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_out(study: str) -> Path:
+    return Path("studies") / study / "report.html"
+
+
+def check_out(out: Path) -> None:
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"--out {out} must name an .html file, e.g. --out studies/unet-mars/report.html")
+    if out.exists() and out.is_dir():
+        raise ReportError(f"--out {out} is a folder; name a file inside it, e.g. {out / 'report.html'}")
+
+
+def sections(storage: Any, study: StudyData) -> list[Section]:
+    from marstune.tuning.report import data as rd
+    from marstune.tuning.report import plotly_figures as rp
+    from marstune.tuning.report import png_figures as png
+
+    complete = len(study.complete)
+    none_yet = "no complete trial yet: run `tune run` until one finishes"
+    out = [
+        Section(
+            "optimization-history",
+            "Optimization history",
+            "Each trial's validation mIoU (pruned trials at their last epoch) and the best so far.",
+            rp.history(study),
+            lambda p: png.history(study, p),
+        )
+    ]
+    par = Section(
+        "parallel-coordinates",
+        "Parallel coordinates",
+        "One line per complete trial through its parameter values, coloured by mIoU.",
+    )
+    if complete:
+        par.figure, par.png = rp.parallel(study), lambda p: png.parallel(study, p)
+    else:
+        par.note = none_yet
+    out.append(par)
+    values, why = rd.importances(storage, study)
+    imp = Section(
+        "param-importances",
+        "Parameter importances",
+        "Which parameters explain the differences in mIoU between complete trials (fANOVA).",
+        note=why,
+    )
+    if values is not None:
+        imp.figure, imp.png = rp.importances(values), lambda p: png.importances(values, study, p)
+    out.append(imp)
+    curves = Section(
+        "intermediate-values",
+        "Intermediate values",
+        "Validation mIoU after each epoch: the learning curves; dotted red lines are pruned trials.",
+    )
+    if any(t.curve for t in study.trials):
+        curves.figure, curves.png = rp.intermediate(study), lambda p: png.intermediate(study, p)
+    else:
+        curves.note = "no trial reported an epoch yet"
+    out.append(curves)
+    peers = rd.comparable_studies(storage, study) if complete else []
+    cmp_ = Section(
+        "sampler-comparison",
+        "Sampler comparison",
+        "Best mIoU so far of every study in this storage on the same data (fingerprint "
+        f"{study.fingerprint}), against trials and against compute.",
+    )
+    if peers:
+        cmp_.figure, cmp_.png = rp.comparison(peers), lambda p: png.comparison(peers, p)
+        if len(peers) == 1:
+            cmp_.note = (
+                "no other study on the same data yet; compare samplers with e.g. "
+                f"`tune run --study {study.name}-random --sampler random`"
+            )
+    else:
+        cmp_.note = none_yet
+    out.append(cmp_)
+    per, why = rd.per_class(study)
+    pc = Section(
+        "per-class-iou",
+        "Per-class IoU of the best trial",
+        "IoU of each class at the best trial's best epoch; the score is the mean over the 4 terrain classes.",
+        note=why,
+    )
+    if per is not None and study.best is not None:
+        number = study.best.number
+        pc.figure, pc.png = rp.per_class_bar(per, number), lambda p: png.per_class_bar(per, number, p)
+    out.append(pc)
+    return out
+
+
+def examples_section(study: StudyData, enabled: bool, epochs: int, items: int, threads: int) -> Section:
+    sec = Section(
+        "example-predictions",
+        "Example predictions of the best configuration",
+        "Held-out images, their true masks and the masks predicted by the best configuration.",
+    )
+    best = study.best
+    if not enabled:
+        sec.note = "skipped (--no-examples)"
+    elif best is None:
+        sec.note = "no complete trial yet"
+    else:
+        from marstune.tuning.report import examples as rx
+
+        config = best.attrs.get("config") or {**study.spec.get("baseline", {}), **best.params}
+        made = rx.example_predictions(
+            study.spec, config, epochs=epochs, items=items, trial=best.number, threads=threads
+        )
+        if isinstance(made, str):
+            sec.note = made
+        else:
+            sec.png = lambda p: rx.render(made, p)
+            sec.about += " " + rx.caption(made)
+    return sec
+
+
+def build(
+    storage: Any,
+    study_name: str,
+    out: Path,
+    storage_label: str,
+    *,
+    examples: bool = True,
+    example_epochs: int = 1,
+    example_items: int = 64,
+    threads: int = 0,
+) -> ReportFiles:
+    """Render everything in memory first, then write: a failure leaves no half-written report."""
+    from marstune.tuning.report.data import load_study_data
+
+    check_out(out)
+    study = load_study_data(storage, study_name)
+    parts = sections(storage, study)
+    parts.append(examples_section(study, examples, example_epochs, example_items, threads))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    for sec in parts:
+        if sec.png is not None:
+            path = sec.png(out.parent / f"{out.stem}-{sec.key}.png")
+            pngs.append(path)
+            if sec.figure is None:
+                sec.image = path
+    text = page(study, parts, storage_label)
+    write_atomically(out, text)
+    return ReportFiles(out, pngs, [f"{s.title}: {s.note}" for s in parts if s.note])
+
+
+def _section_html(sec: Section, first_plot: bool) -> tuple[str, bool]:
+    body = f'<p class="about">{html.escape(sec.about)}</p>'
+    if sec.note:
+        body += f'<p class="note">{html.escape(sec.note)}</p>'
+    if sec.figure is not None:
+        body += sec.figure.to_html(
+            full_html=False,
+            include_plotlyjs=first_plot,  # the whole plotly.js once, inline: no CDN, works offline
+            div_id=f"plot-{sec.key}",
+            config=PLOT_CONFIG,
+        )
+        first_plot = False
+    elif sec.image is not None:
+        data = base64.b64encode(sec.image.read_bytes()).decode("ascii")
+        body += f'<img id="plot-{sec.key}" alt="{html.escape(sec.title)}" src="data:image/png;base64,{data}">'
+    return f'<section id="section-{sec.key}"><h2>{html.escape(sec.title)}</h2>{body}</section>\n', first_plot
+
+
+def _summary(study: StudyData, storage_label: str) -> str:
+    best = study.best
+    rows = [
+        ("storage", storage_label),
+        ("engine / sampler / pruner", f"{study.engine} / {study.sampler} / {study.pruner}"),
+        ("objective", study.kind),
+        ("data", f"{study.source} (fingerprint {study.fingerprint})"),
+        (
+            "trials",
+            ", ".join(
+                f"{study.count(s)} {s}"
+                for s in ("complete", "pruned", "fail", "running", "waiting")
+                if study.count(s)
+            )
+            or "none",
+        ),
+        ("best", "none yet" if best is None else f"{best.value:.4f} (trial {best.number}) {best.params}"),
+    ]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="summary">{cells}</table>'
+
+
+def _top_trials(study: StudyData, n: int = 10) -> str:
+    top = sorted(study.complete, key=lambda t: -(t.value or 0.0))[:n]
+    if not top:
+        return ""
+    names = list(study.space)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("trial", "mIoU", *names, "epochs", "seconds"))
+    body = ""
+    for t in top:
+        seconds = t.train_seconds if t.train_seconds is not None else t.wall_seconds
+        cells = [str(t.number), f"{t.value:.4f}", *(str(t.params.get(p, "")) for p in names), str(t.epochs)]
+        cells.append("" if seconds is None else f"{seconds:.1f}")
+        body += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+    return (
+        f'<section id="section-top-trials"><h2>Top {len(top)} trials</h2>'
+        f'<table class="trials"><tr>{head}</tr>{body}</table></section>'
+    )
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1.5rem;color:#222}h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}
+.about{color:#444}.note{background:#fff7e0;border-left:4px solid #f0b400;padding:.4rem .8rem}
+table{border-collapse:collapse;font-size:.92rem}th,td{padding:.25rem .7rem;text-align:left;
+border-bottom:1px solid #eee}.summary th{color:#555;font-weight:600}img{max-width:100%}
+nav a{margin-right:1rem}pre{background:#f6f6f6;padding:1rem;overflow:auto}
+"""
+
+
+def page(study: StudyData, parts: list[Section], storage_label: str) -> str:
+    import yaml
+
+    first, body = True, ""
+    for sec in parts:
+        chunk, first = _section_html(sec, first)
+        body += chunk
+    nav = "".join(f'<a href="#section-{s.key}">{html.escape(s.title)}</a>' for s in parts)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    spec = html.escape(yaml.safe_dump(study.spec, sort_keys=False, width=100))
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>tune report: {html.escape(study.name)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>Study {html.escape(study.name)}</h1>"
+        f"<p>Report generated {when} by <code>tune report</code>.</p>\n"
+        f"{_summary(study, storage_label)}<nav>{nav}</nav>\n{body}{_top_trials(study)}\n"
+        f"<details><summary>Resolved spec stored with the study</summary><pre>{spec}</pre></details>\n"
+        "</body></html>\n"
+    )

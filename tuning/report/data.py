@@ -1,0 +1,206 @@
+"""What a report shows, read from the storage into plain data (no plotting here).
+
+Both renderers (plotly for the HTML, matplotlib for the PNGs) draw from these same structures, so a
+PNG pasted into a slide shows exactly what the HTML shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from marstune.tuning.constants import CLASS_NAMES, SCORED_CLASSES
+from marstune.tuning.study.lifecycle import stored_spec_raw
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str  # complete, pruned, fail, running, waiting
+    value: float | None
+    params: dict[str, Any]
+    curve: list[tuple[int, float]]  # (epoch, validation mIoU) as reported each epoch
+    epochs: int  # epochs trained (user attr epochs_run, else the reported epochs)
+    train_seconds: float | None
+    wall_seconds: float | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("complete", "pruned")
+
+
+@dataclass(frozen=True)
+class StudyData:
+    name: str
+    sampler: str
+    engine: str
+    pruner: str
+    kind: str  # the objective: unet or analytic
+    fingerprint: str
+    source: str
+    spec: dict[str, Any]
+    trials: list[TrialRow]
+    space: dict[str, dict[str, Any]]  # the stored space definition: parameter -> {type, choices|low,high}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.sampler})"
+
+    @property
+    def complete(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.state == "complete" and t.value is not None]
+
+    @property
+    def best(self) -> TrialRow | None:
+        return max(self.complete, key=lambda t: t.value or 0.0, default=None)
+
+    def count(self, state: str) -> int:
+        return sum(t.state == state for t in self.trials)
+
+
+def _row(t: Any) -> TrialRow:
+    attrs = dict(t.user_attrs)
+    curve = sorted((int(step), float(v)) for step, v in t.intermediate_values.items())
+    epochs = attrs.get("epochs_run")
+    return TrialRow(
+        number=t.number,
+        state=t.state.name.lower(),
+        value=None if t.value is None else float(t.value),
+        params=dict(t.params),
+        curve=curve,
+        epochs=int(epochs) if isinstance(epochs, int | float) else len(curve),
+        train_seconds=attrs.get("train_seconds"),
+        wall_seconds=attrs.get("wall_seconds"),
+        attrs=attrs,
+    )
+
+
+def load_study_data(storage: Any, name: str) -> StudyData:
+    from marstune.tuning.study.storage import load_study
+
+    study = load_study(storage, name)
+    attrs = study.user_attrs
+    spec = stored_spec_raw(storage, study._study_id) or {}  # noqa: SLF001
+    search = spec.get("search", {})
+    trials = [_row(t) for t in study.get_trials(deepcopy=False)]
+    engines = sorted({str(t.attrs.get("engine")) for t in trials if t.attrs.get("engine")})
+    return StudyData(
+        name=name,
+        sampler=str(search.get("sampler", "?")),
+        engine=", ".join(engines) or str(search.get("engine", "optuna")),
+        pruner=str(search.get("pruner", "?")),
+        kind=str(spec.get("objective", {}).get("kind", "unet")),
+        fingerprint=str(attrs.get("data_fingerprint", "unknown")),
+        source=str(attrs.get("data_source", "unknown")),
+        spec=spec,
+        trials=sorted(trials, key=lambda t: t.number),
+        space=dict(spec.get("space") or _space_from_trials(study.get_trials(deepcopy=False))),
+    )
+
+
+def _space_from_trials(trials: list[Any]) -> dict[str, dict[str, Any]]:
+    """A study made outside `tune run` stores no spec: its trials' distributions describe the space."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    space: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        for name, d in t.distributions.items():
+            if name in space:
+                continue
+            if isinstance(d, CategoricalDistribution):
+                space[name] = {"type": "categorical", "choices": list(d.choices)}
+            else:
+                kind = "int" if isinstance(d, IntDistribution) else "float"
+                space[name] = {"type": kind, "low": d.low, "high": d.high}
+    return space
+
+
+def comparable_studies(storage: Any, data: StudyData) -> list[StudyData]:
+    """Studies in the same storage on the same data (fingerprint) and objective: this one first."""
+    from marstune.tuning.study.storage import study_names
+
+    out = [data]
+    for name in study_names(storage):
+        if name == data.name:
+            continue
+        other = load_study_data(storage, name)
+        if other.fingerprint == data.fingerprint and other.kind == data.kind and other.complete:
+            out.append(other)
+    return out
+
+
+def best_so_far(study: StudyData) -> tuple[list[int], list[float], list[float], str]:
+    """Best value after each finished trial: x as trial count and as cumulative compute.
+
+    Compute is training seconds when every finished trial recorded them (real training), else epochs
+    trained: a pruned trial costs its epochs too, which is where pruning and samplers differ.
+    """
+    finished = [t for t in study.trials if t.finished]
+    seconds = all(t.train_seconds is not None for t in finished) and bool(finished)
+    xs, ys, cost, total, best = [], [], [], 0.0, float("-inf")
+    for k, t in enumerate(finished, start=1):
+        total += float(t.train_seconds) if seconds else t.epochs  # type: ignore[arg-type]
+        if t.state == "complete" and t.value is not None:
+            best = max(best, t.value)
+        if best > float("-inf"):
+            xs.append(k)
+            ys.append(best)
+            cost.append(total)
+    return xs, ys, cost, ("training seconds (cumulative)" if seconds else "epochs trained (cumulative)")
+
+
+def last_value(t: TrialRow) -> float | None:
+    """Where a trial ended: its value, or for a pruned trial the last reported epoch."""
+    if t.value is not None:
+        return t.value
+    return t.curve[-1][1] if t.curve else None
+
+
+def axis_values(study: StudyData, name: str) -> tuple[list[Any] | None, list[float]]:
+    """A parameter as numbers for parallel coordinates: categoricals become choice indices."""
+    definition = study.space.get(name, {})
+    rows = study.complete
+    if definition.get("type") == "categorical":
+        choices = list(definition.get("choices", []))
+        for t in rows:  # a value outside the stored choices (edited spec) still gets an axis position
+            if t.params.get(name) not in choices and name in t.params:
+                choices.append(t.params[name])
+        return choices, [float(choices.index(t.params[name])) if name in t.params else 0.0 for t in rows]
+    return None, [float(t.params.get(name, float("nan"))) for t in rows]
+
+
+def importances(storage: Any, study: StudyData) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances of the parameters for the value; (None, why) when they cannot be computed."""
+    import optuna
+
+    if len(study.complete) < 2:
+        return (
+            None,
+            f"parameter importances need at least 2 complete trials; this study has {len(study.complete)}",
+        )
+    varied = [p for p in study.space if len({repr(t.params.get(p)) for t in study.complete}) > 1]
+    if not varied:
+        return None, "every complete trial used the same parameters: nothing to attribute the value to"
+    try:
+        loaded = optuna.load_study(study_name=study.name, storage=storage)
+        return dict(optuna.importance.get_param_importances(loaded, params=varied)), ""
+    except (ValueError, RuntimeError) as exc:
+        return None, f"parameter importances could not be computed: {str(exc).splitlines()[0]}"
+
+
+def scored_mean(values: dict[str, float | None]) -> float | None:
+    """The challenge score from per-class IoU: the mean over the terrain classes present (not background)."""
+    present = [float(v) for k, v in values.items() if k in SCORED_CLASSES and v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def per_class(study: StudyData) -> tuple[dict[str, float | None] | None, str]:
+    best = study.best
+    if best is None:
+        return None, "no complete trial yet"
+    values = best.attrs.get("per_class_iou")
+    if not isinstance(values, dict):
+        why = "the analytic objective does not segment" if study.kind == "analytic" else "not recorded"
+        return None, f"trial {best.number} has no per-class IoU ({why})"
+    return {name: values.get(name) for name in CLASS_NAMES}, ""

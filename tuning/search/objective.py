@@ -1,0 +1,133 @@
+"""config -> data -> model -> fit -> metric: the only place data meets model.
+
+Engines call `evaluate(config, spec, ctx)`; it never sees a trial object (Keras Tuner style: the thing
+that trains never chooses). Each epoch it reports the validation mIoU through `ctx.report`, which
+answers whether to stop early (pruning); the value is the best validation mIoU over the epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from marstune.tuning.config.spec import Spec
+from marstune.tuning.constants import per_class_dict
+from marstune.tuning.errors import Pruned, TrialFailed, TuneError
+
+if TYPE_CHECKING:
+    import keras
+
+Report = Callable[[int, float], bool]  # (epoch, val mIoU) -> prune now?
+
+
+@dataclass
+class TrialContext:
+    number: int
+    report: Report
+    first_attempt: bool = True  # False when re-running a dead worker's trial
+    threads: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)  # filled by evaluate: stored as user attributes
+    tensorboard_dir: str | None = None  # `tune run --tensorboard`: this trial logs to <dir>/trial-<n>/
+
+
+def evaluate(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    """Run one trial; return the best validation mIoU. Raises Pruned, TrialFailed, or a TuneError."""
+    if spec.objective.kind == "analytic":
+        return _analytic(config, spec, ctx)
+    return _train_unet(config, spec, ctx)
+
+
+def _analytic(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    """A closed-form stand-in for training, with the same reporting: tests and benchmarks of the service."""
+    injected = spec.objective.fail_trials
+    if ctx.number in injected and (ctx.first_attempt or spec.objective.fail_every_attempt):
+        raise RuntimeError(f"injected failure of trial {ctx.number} (objective.fail_trials)")
+    act = {"relu": 0.0, "elu": 0.01, "gelu": 0.02, "swish": 0.03}.get(str(config.get("activation")), 0.05)
+    target = (
+        0.8
+        - 0.05 * abs(math.log2(config["base_filters"] / 16))
+        - 0.05 * abs(config["levels"] - 4)
+        - 0.02 * (config["kernel"] != 3)
+        - 0.2 * abs(config["dropout"] - 0.2)
+        - act
+    )
+    tau, noise = 2.0, spec.objective.noise
+    epoch_rng = random.Random(f"{spec.train.seed}:{ctx.number}")  # str seeds are stable across processes
+    if noise:
+        # A fixed task (independent of the seed): each cell of the discrete params deviates from the
+        # closed form, and bigger models learn slower, so early epochs rank configs imperfectly.
+        cell = (config["base_filters"], config["levels"], config["kernel"], config["activation"])
+        cell_rng = random.Random(repr(cell))
+        target += 2 * noise * cell_rng.gauss(0.0, 1.0)
+        tau = 1.5 + 0.2 * (config["levels"] - 2) + 0.1 * math.log2(config["base_filters"] / 8)
+        tau += 0.5 * cell_rng.random()
+    best, flat, epoch = -math.inf, 0, -1
+    for epoch in range(spec.train.epochs):  # after the loop, epoch + 1 = epochs run (patience may stop it)
+        if spec.objective.sleep:
+            time.sleep(spec.objective.sleep)
+        value = target * (1 - math.exp(-(epoch + 1) / tau))
+        if noise:
+            value = min(1.0, max(0.0, value + epoch_rng.gauss(0.0, noise)))
+        best, flat = (value, 0) if value > best else (best, flat + 1)
+        if ctx.report(epoch, value):
+            raise Pruned(f"pruned at epoch {epoch + 1}")
+        if spec.train.patience and flat >= spec.train.patience:
+            break  # early stopping, as the U-Net objective does
+    ctx.attrs.update({"epochs_run": epoch + 1, "device": "none (analytic)"})
+    return best
+
+
+def _tensorboard(ctx: TrialContext) -> list[keras.callbacks.Callback]:
+    """Per-epoch scalars (loss, mIoU, validation) for TensorBoard; no graph or profile: small and fast."""
+    if not ctx.tensorboard_dir:
+        return []
+    import keras
+
+    log_dir = f"{ctx.tensorboard_dir}/trial-{ctx.number}"
+    return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0, update_freq="epoch")]
+
+
+def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    from marstune.tuning.train.devices import configure
+
+    setup = configure(ctx.threads or spec.train.threads, spec.train.mixed_precision)
+    from marstune.tuning.train import recipe as training
+    from marstune.tuning.train.callbacks import EpochTracker
+    from marstune.tuning.train.data import prepare_data
+
+    data = prepare_data(spec)
+    recipe = training.Recipe.of(spec, config, setup)
+    training.fresh_graph(setup, spec.train.seed + ctx.number)
+    model, miou = training.compile_unet(config, recipe)
+    tracker = EpochTracker(ctx.report, miou, recipe.patience, items=len(data.x_train))
+    started = time.perf_counter()
+    # No per-batch callback: see EpochTracker.
+    history = training.fit(model, data, recipe, [tracker, *_tensorboard(ctx)])
+    seconds = time.perf_counter() - started
+    losses = history.history.get("loss", [])
+    epochs_run = len(losses)
+    ctx.attrs.update(
+        {
+            "epochs_run": epochs_run,
+            "train_seconds": round(seconds, 3),
+            "images_per_second": round(epochs_run * len(data.x_train) / seconds, 2) if seconds else 0.0,
+            "device": setup.device,
+            "precision": setup.precision,
+            "params": int(model.count_params()),
+            "epoch_log": tracker.log,
+        }
+    )
+    if tracker.best_per_class is not None:
+        ctx.attrs["per_class_iou"] = per_class_dict(tracker.best_per_class)
+    del model
+    if any(not math.isfinite(v) for v in losses):
+        raise TrialFailed(f"loss became NaN at epoch {len(losses)}; try a lower learning_rate")
+    if tracker.pruned_at is not None:
+        raise Pruned(f"pruned at epoch {tracker.pruned_at + 1}")
+    if tracker.best is None:
+        raise TuneError("training produced no validation mIoU; check train.val_fraction and the data size")
+    return tracker.best

@@ -1,0 +1,63 @@
+"""A study-wide lock held while a worker decides to start a trial and asks for it.
+
+Without it, two workers that both see 159 of 160 trials done would both start one and overshoot the
+target. PostgreSQL: a session advisory lock; SQLite: an flock on a file beside the database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from marstune.tuning.study.urls import sqlite_path
+
+
+class StudyClaim:
+    """Context manager; `release()` may be called early (from inside the trial) and again on exit."""
+
+    def __init__(self, storage: Any, url: str, study: str) -> None:
+        self._url, self._study, self._storage = url, study, storage
+        self._held = False
+        self._file: Any = None
+        self._conn: Any = None
+        self._thread_lock = threading.Lock()
+        self._key = int.from_bytes(hashlib.sha256(f"tune:{study}".encode()).digest()[:8], "big", signed=True)
+
+    def __enter__(self) -> StudyClaim:
+        path = sqlite_path(self._url)
+        if path is not None:
+            self._file = open(Path(f"{path}.lock"), "a")  # noqa: SIM115 - closed in release()
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self._url.startswith("postgresql"):
+            import sqlalchemy
+
+            rdb = getattr(self._storage, "_backend", self._storage)  # Optuna may wrap it in a cache
+            self._conn = rdb.engine.connect()
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        else:
+            self._thread_lock.acquire()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        elif self._conn is not None:
+            import sqlalchemy
+
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            self._conn.close()
+            self._conn = None
+        else:
+            self._thread_lock.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

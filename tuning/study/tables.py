@@ -1,0 +1,191 @@
+"""Read-only queries on Optuna's RDB tables, for the commands that only look (`tune status`, `export-best`).
+
+Opening an `optuna.storages.RDBStorage` imports Optuna and Alembic and checks the schema: about 1.2 s
+before the first query, longer than the queries themselves on a 10,000-trial study. These commands
+need a handful of SELECTs, so they talk to the tables through SQLAlchemy Core and never write. The
+table and column names are Optuna's (stable since Optuna 3.0; checked against optuna==5.0.0), and
+tests/tuning/test_study_tables.py compares every answer with Optuna's own API on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from marstune.tuning.errors import StorageError
+from marstune.tuning.study.storage import engine_kwargs
+from marstune.tuning.study.urls import display_url, preflight, redact
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")  # Optuna's TrialState names
+SPEC_ATTR = "spec"  # study system attribute: the resolved spec (kept out of `optuna studies`' user_attrs)
+# trial system attribute: why a FAIL trial failed (study/lifecycle.FailKind); interrupted and
+# dead-worker trials are re-run and are not the config's fault, so the failure streak skips them.
+FAIL_KIND_ATTR = "tune:fail_kind"
+_INFINITIES = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+
+
+@contextmanager
+def reading(url: str) -> Iterator[sqlalchemy.Connection]:
+    """A connection to an existing storage; errors become one line without the password."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    preflight(url, create=False)
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            text = "it holds no Optuna tables; check --storage"
+        raise StorageError(f"cannot read storage {display_url(url)}: {redact(text)}") from None
+    finally:
+        engine.dispose()
+
+
+def _rows(conn: sqlalchemy.Connection, sql: str, **params: Any) -> list[Any]:
+    import sqlalchemy
+
+    return list(conn.execute(sqlalchemy.text(sql), params).all())
+
+
+def study_ids(conn: sqlalchemy.Connection) -> dict[str, int]:
+    """Study name -> id, in creation order."""
+    sql = "SELECT study_id, study_name FROM studies ORDER BY study_id"
+    return {name: sid for sid, name in _rows(conn, sql)}
+
+
+def study_id(conn: sqlalchemy.Connection, name: str) -> int:
+    """The id of a study; a missing one is an error listing the studies that do exist."""
+    ids = study_ids(conn)
+    if name not in ids:
+        known = ", ".join(ids) if ids else "none yet"
+        raise StorageError(f"no study named {name!r} in this storage (studies: {known}); check --study")
+    return ids[name]
+
+
+def study_user_attrs(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any]:
+    sql = "SELECT key, value_json FROM study_user_attributes WHERE study_id = :sid"
+    return {key: json.loads(value) for key, value in _rows(conn, sql, sid=sid)}
+
+
+def study_system_attrs(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any]:
+    sql = "SELECT key, value_json FROM study_system_attributes WHERE study_id = :sid"
+    return {key: json.loads(value) for key, value in _rows(conn, sql, sid=sid)}
+
+
+def study_spec_raw(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any] | None:
+    """The resolved spec a study was made with (a system attribute; a user attribute before 0.2)."""
+    found = study_system_attrs(conn, sid).get(SPEC_ATTR)
+    return found if found is not None else study_user_attrs(conn, sid).get(SPEC_ATTR)
+
+
+def recent_states(
+    conn: sqlalchemy.Connection, sid: int, limit: int
+) -> list[tuple[str, str | None, str | None]]:
+    """(state, fail kind, fail reason) of the study's last `limit` finished trials, newest first, from
+    every worker on every host."""
+    sql = (
+        "SELECT t.state, k.value_json, r.value_json FROM trials t"
+        " LEFT JOIN trial_system_attributes k ON k.trial_id = t.trial_id AND k.key = :kind"
+        " LEFT JOIN trial_user_attributes r ON r.trial_id = t.trial_id AND r.key = 'fail_reason'"
+        " WHERE t.study_id = :sid AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+        " ORDER BY t.datetime_complete DESC, t.trial_id DESC LIMIT :limit"
+    )
+    rows = _rows(conn, sql, sid=sid, kind=FAIL_KIND_ATTR, limit=limit)
+    return [
+        (str(state), json.loads(kind) if kind else None, json.loads(why) if why else None)
+        for state, kind, why in rows
+    ]
+
+
+def maximizing(conn: sqlalchemy.Connection, sid: int) -> bool:
+    sql = "SELECT direction FROM study_directions WHERE study_id = :sid AND objective = 0"
+    found = _rows(conn, sql, sid=sid)
+    return not found or found[0][0] == "MAXIMIZE"
+
+
+def state_counts(conn: sqlalchemy.Connection, sid: int) -> dict[str, int]:
+    """Trials by state, lower-case names, every state present (0 when none)."""
+    counts = dict.fromkeys((s.lower() for s in STATES), 0)
+    sql = "SELECT state, COUNT(*) FROM trials WHERE study_id = :sid GROUP BY state"
+    for state, n in _rows(conn, sql, sid=sid):
+        counts[str(state).lower()] = int(n)
+    return counts
+
+
+def completed_values(conn: sqlalchemy.Connection, sid: int) -> list[tuple[int, float]]:
+    """(trial number, objective value) of the completed trials, in trial order."""
+    sql = (
+        "SELECT t.number, v.value, v.value_type FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id"
+        " WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND v.objective = 0 ORDER BY t.number"
+    )
+    return [(int(n), _value(v, kind)) for n, v, kind in _rows(conn, sql, sid=sid)]
+
+
+def _value(stored: float | None, kind: str) -> float:
+    return _INFINITIES[kind] if kind in _INFINITIES else float(stored)  # type: ignore[arg-type]
+
+
+def best_trial_id(conn: sqlalchemy.Connection, sid: int) -> tuple[int, int, float] | None:
+    """(trial_id, number, value) of the best completed trial (earliest on ties), or None."""
+    order = "DESC" if maximizing(conn, sid) else "ASC"
+    # Infinities are stored as NULL plus a value_type: the good one first, the finite values, the bad one.
+    kind_first = "INF_POS" if order == "DESC" else "INF_NEG"
+    sql = (
+        "SELECT t.trial_id, t.number, v.value, v.value_type FROM trials t"
+        " JOIN trial_values v ON v.trial_id = t.trial_id"
+        " WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND v.objective = 0"
+        " ORDER BY CASE WHEN v.value_type = :kind_first THEN 0"
+        " WHEN v.value_type = 'FINITE' THEN 1 ELSE 2 END,"
+        f" v.value {order}, t.number LIMIT 1"
+    )
+    found = _rows(conn, sql, sid=sid, kind_first=kind_first)
+    if not found:
+        return None
+    trial_id, number, value, kind = found[0]
+    return int(trial_id), int(number), _value(value, kind)
+
+
+def trial_params(conn: sqlalchemy.Connection, trial_id: int) -> dict[str, Any]:
+    """A trial's params in their external form (choices, ints, floats), as Optuna reports them."""
+    sql = "SELECT param_name, param_value, distribution_json FROM trial_params WHERE trial_id = :tid"
+    return {
+        name: _external(value, json.loads(dist))
+        for name, value, dist in _rows(conn, sql + " ORDER BY param_id", tid=trial_id)
+    }
+
+
+def _external(internal: float, distribution: dict[str, Any]) -> Any:
+    name = distribution.get("name", distribution.get("type", ""))
+    attributes = distribution.get("attributes", distribution)
+    if "Categorical" in name or name == "categorical":
+        return attributes["choices"][int(internal)]
+    if name.startswith("Int") or name == "int":
+        return int(internal)
+    return float(internal)
+
+
+def trial_user_attrs(conn: sqlalchemy.Connection, trial_id: int) -> dict[str, Any]:
+    sql = "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :tid"
+    return {key: json.loads(value) for key, value in _rows(conn, sql, tid=trial_id)}
+
+
+def trials_by_worker(conn: sqlalchemy.Connection, sid: int) -> dict[str, dict[str, int]]:
+    """Worker name (user attribute `worker`, host:pid) -> its trials by state, lower-case."""
+    sql = (
+        "SELECT a.value_json, t.state, COUNT(*) FROM trials t JOIN trial_user_attributes a"
+        " ON a.trial_id = t.trial_id AND a.key = 'worker'"
+        " WHERE t.study_id = :sid GROUP BY a.value_json, t.state"
+    )
+    out: dict[str, dict[str, int]] = {}
+    for worker, state, n in _rows(conn, sql, sid=sid):
+        out.setdefault(json.loads(worker), {})[str(state).lower()] = int(n)
+    return out

@@ -1,0 +1,134 @@
+"""`tune run --workers K` / `tune worker --workers K`: K worker processes on this machine, one storage.
+
+The parent starts K children (workers/child.py), each replaced by a fresh process when it exits to be
+recycled, forwards SIGINT/SIGTERM to them, reads their output (one prefixed stream), waits for all of
+them, prints one summary and returns the exit code: 0 when every child finished the study, 1 when one
+failed, 128 + signal number when stopped by a signal.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
+from marstune.tuning.workers.plan import WorkerPlan, child_env
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Forwarder:
+    """Signal handlers of the parent: pass SIGINT/SIGTERM on to the children, once."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.signum: int | None = None
+        self._saved: dict[int, signal.Handlers | object] = {}
+
+    def __enter__(self) -> _Forwarder:
+        for sig in FORWARDED:
+            self._saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            return  # the children are already stopping; a second signal must not cut their clean-up
+        self.signum = signum
+        live = [proc for proc in self.procs if proc.poll() is None]
+        print(
+            f"[tune] {signal.Signals(signum).name}: stopping {len(live)} workers", file=sys.stderr, flush=True
+        )
+        for proc in live:
+            proc.send_signal(signum)
+
+    def adopt(self, proc: subprocess.Popen[str]) -> None:
+        """Track a child started after a signal may have arrived: it gets the signal too."""
+        self.procs.append(proc)
+        if self.signum is not None and proc.poll() is None:
+            proc.send_signal(self.signum)
+
+
+@dataclass
+class Slot:
+    """One worker place: its plan, the processes that held it in turn and how the last one exited."""
+
+    plan: WorkerPlan
+    pids: list[int] = field(default_factory=list)
+    code: int | None = None
+
+
+def _pump(stream: IO[str], prefix: str) -> None:
+    for line in stream:
+        sys.stderr.write(f"{prefix}{line}")
+        sys.stderr.flush()
+    stream.close()
+
+
+def _keep_slot_working(
+    slot: Slot, forward: _Forwarder, task: ChildTask, env: dict[str, str], prefix: str
+) -> None:
+    """Run the slot's worker; when it exits to be recycled, start a fresh one in its place."""
+    while forward.signum is None:
+        proc = subprocess.Popen(
+            task.argv(),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it forwards exactly one signal
+        )
+        forward.adopt(proc)
+        slot.pids.append(proc.pid)
+        assert proc.stdout is not None
+        _pump(proc.stdout, prefix)
+        slot.code = proc.wait()
+        if slot.code != RECYCLE_EXIT:
+            return
+        if forward.signum is None:
+            print(
+                f"{prefix}[tune] recycled after its trials: a fresh process continues",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def run_pool(
+    study: str,
+    storage_url: str,
+    plans: Sequence[WorkerPlan],
+    task: ChildTask,
+) -> tuple[int, list[Slot]]:
+    """Run the children to the end (each replaced by a fresh process every `task.max_trials` trials);
+    returns the exit code and the slots (who ran, how each ended) for the summary."""
+    slots = [Slot(plan) for plan in plans]
+    with _Forwarder() as forward:
+        threads = []
+        for slot in slots:
+            child = ChildTask(**{**task.__dict__, "threads": slot.plan.threads})
+            prefix = f"[w{slot.plan.index}] " if len(plans) > 1 else ""
+            args = (slot, forward, child, child_env(slot.plan, storage_url), prefix)
+            threads.append(threading.Thread(target=_keep_slot_working, args=args, daemon=True))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # short waits: signal handlers run in this (the main) thread
+        interrupted = forward.signum
+    if interrupted is not None:
+        return 128 + interrupted, slots
+    return (1 if any(slot.code != 0 for slot in slots) else 0), slots
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The run's end in epoch seconds: search.timeout counts from the parent's start, not each child's."""
+    return time.time() + timeout if timeout else None
