@@ -44,6 +44,10 @@ ensure-tune:
 system-deps:
 	@tools/system-deps chromium=$(CHROMIUM) docker-compose=$(DOCKER_COMPOSE)
 
+# docker-compose.yml's secrets: a .env with random POSTGRES_PASSWORD and RAY_AUTH_TOKEN (never overwritten).
+.env:
+	$(PYTHON) tools/make_env.py .env.example .env
+
 # The demo study on embedded defaults: SQLite under studies/, synthetic terrain unless
 # data/mars_for_students.npz exists; then the best configuration is exported.
 run: install
