@@ -29,11 +29,14 @@ def _version(tune: Path) -> subprocess.CompletedProcess:
 
 
 def _make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The repository's Makefile, as a person would run it (not as a sub-make of the `make test` that
+    may be running this test: its flags, overrides and jobserver stay out)."""
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
     return subprocess.run(
         ["make", "-s", "--no-print-directory", "-C", str(REPO), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**{k: v for k, v in os.environ.items() if k not in outer}, **(env or {})},
         timeout=600,
     )
 
