@@ -1,12 +1,26 @@
-# `make run` and `make test` each set up everything they need on a fresh machine (venv, pip install).
+# `make run` and `make test` each set up everything they need on a fresh machine (venv, pip install,
+# and for the tests Debian's chromium and docker-compose). CI runs `.ci/run`, which runs `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install when the dependency list changes; the stamp is named after pyproject.toml's hash.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 EXTRAS ?= gp,ray,dev
+# What the tests drive besides Python: the browser test uses Debian's chromium at exactly this path
+# (Playwright's own browser download is never used); tests/test_compose.py runs Debian's docker-compose
+# (v1: validates the compose file without a Docker daemon). Override to point elsewhere.
+CHROMIUM ?= /usr/bin/chromium
+DOCKER_COMPOSE ?= docker-compose
 
-.PHONY: install run test lint bench clean
+# import-linter keeps DESIGN.md's arrows one way (cli -> ... -> models, data; no circles). It runs once
+# its contracts exist: a [tool.importlinter] section in pyproject.toml (or an .importlinter file), with
+# import-linter in the [dev] extra. Until then it says so and passes.
+LINT_IMPORTS = if grep -q '^\[tool\.importlinter\]' pyproject.toml || [ -f .importlinter ]; then \
+	[ -x $(BIN)/lint-imports ] || { echo "import-linter contracts are configured but $(BIN)/lint-imports is missing: add import-linter to the [dev] extra in pyproject.toml" >&2; exit 1; }; \
+	$(BIN)/lint-imports; \
+	else echo "lint-imports: no [tool.importlinter] contracts in pyproject.toml yet, skipped"; fi
+
+.PHONY: install ensure-tune system-deps run test lint lint-imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +31,22 @@ $(STAMP): $(BIN)/python pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# Every time, not only after an install: `pip install -U ray` (Ray's wheel has its own `tune` script)
+# replaces our command without touching the stamp. Silent when `tune` is ours.
 install: $(STAMP)
+	@tools/ensure-tune $(BIN) -e .
+
+# The guard alone, on any venv: `make ensure-tune VENV=path` (tests/test_install.py uses it).
+ensure-tune:
+	@tools/ensure-tune $(BIN) -e .
+
+# As root: apt-get install what is missing; otherwise one line with the command to run, and exit 1.
+system-deps:
+	@tools/system-deps chromium=$(CHROMIUM) docker-compose=$(DOCKER_COMPOSE)
+
+# docker-compose.yml's secrets: a .env with random POSTGRES_PASSWORD and RAY_AUTH_TOKEN (never overwritten).
+.env:
+	$(PYTHON) tools/make_env.py .env.example .env
 
 # The demo study on embedded defaults: SQLite under studies/, synthetic terrain unless
 # data/mars_for_students.npz exists; then the best configuration is exported.
@@ -26,13 +55,20 @@ run: install
 	$(BIN)/tune status
 	$(BIN)/tune export-best --study demo
 
-test: install
+# In this order: lint, format, import contracts, then the whole suite (slow tests included, as CI).
+test: install system-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@$(LINT_IMPORTS)
 	$(BIN)/pytest -q -ra
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@$(LINT_IMPORTS)
+
+lint-imports: install
+	@$(LINT_IMPORTS)
 
 bench: install
 	$(BIN)/python -m bench
