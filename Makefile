@@ -12,14 +12,6 @@ EXTRAS ?= gp,ray,dev
 CHROMIUM ?= /usr/bin/chromium
 DOCKER_COMPOSE ?= docker-compose
 
-# import-linter keeps DESIGN.md's arrows one way (cli -> ... -> models, data; no circles). It runs once
-# its contracts exist: a [tool.importlinter] section in pyproject.toml (or an .importlinter file), with
-# import-linter in the [dev] extra. Until then it says so and passes.
-LINT_IMPORTS = if grep -q '^\[tool\.importlinter\]' pyproject.toml || [ -f .importlinter ]; then \
-	[ -x $(BIN)/lint-imports ] || { echo "import-linter contracts are configured but $(BIN)/lint-imports is missing: add import-linter to the [dev] extra in pyproject.toml" >&2; exit 1; }; \
-	$(BIN)/lint-imports; \
-	else echo "lint-imports: no [tool.importlinter] contracts in pyproject.toml yet, skipped"; fi
-
 .PHONY: install ensure-tune system-deps run test lint lint-imports bench clean
 
 $(BIN)/python:
@@ -59,16 +51,16 @@ run: install
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(LINT_IMPORTS)
+	$(BIN)/lint-imports  # DESIGN.md's one-way arrows between the rooms (pyproject.toml)
 	$(BIN)/pytest -q -ra
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(LINT_IMPORTS)
+	$(BIN)/lint-imports  # DESIGN.md's one-way arrows between the rooms (pyproject.toml)
 
 lint-imports: install
-	@$(LINT_IMPORTS)
+	$(BIN)/lint-imports  # DESIGN.md's one-way arrows between the rooms (pyproject.toml)
 
 bench: install
 	$(BIN)/python -m bench
