@@ -27,13 +27,8 @@ from keras import ops
 
 from marstune.models.metrics import MeanIoU
 from marstune.models.patchgan import DEFAULT_FILTERS, build_patchgan
+from marstune.models.settings import BETA_1, LEARNING_RATE, SEG_WEIGHT
 from marstune.models.unet import INPUT_SHAPE, NUM_CLASSES, build_unet
-
-# lambda of pix2pix. The seed report's logs (G 2.85 = Adv 1.02 + lambda x Seg 0.018) imply 100, the
-# paper's value: segmentation dominates, the adversarial term sharpens boundaries.
-SEG_WEIGHT = 100.0
-LEARNING_RATE = 2e-4  # pix2pix's Adam settings: a low rate and beta1 = 0.5 keep the two players stable
-BETA_1 = 0.5
 
 
 def default_optimizer() -> keras.optimizers.Optimizer:

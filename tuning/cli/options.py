@@ -40,6 +40,9 @@ SeedOpt = Annotated[
     int | None, typer.Option("--seed", help="Seed for the split, the sampler and the weights.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, for scripts.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", help="Show everything, TensorFlow's native start-up lines too.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No spec, no per-epoch progress lines.")]
 ThreadsOpt = Annotated[int, typer.Option(min=0, help="TensorFlow threads per process (0: all cores).")]
 WorkersOpt = Annotated[
@@ -63,22 +66,26 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def handle_errors(func: F) -> F:
+INTERRUPTED_RUN = (
+    "Interrupted: the running trial is marked failed (the baseline and grid points are queued again; Ray and "
+    "Keras Tuner re-run it on resume); run the same command again to continue."
+)
+
+
+def handle_errors(func: F | None = None, *, interrupted: str = "Interrupted.") -> Any:
     """The boundary: TuneError -> `Error: ...` on one line, exit 1 (2 for a usage error); Ctrl-C 130,
-    SIGTERM 143; TUNE_DEBUG=1 re-raises with the traceback. Every line is redacted."""
+    SIGTERM 143 after the line `interrupted`; TUNE_DEBUG=1 re-raises with the traceback. Every line is
+    redacted. Use as @handle_errors or @handle_errors(interrupted="...")."""
+    if func is None:
+        return functools.partial(handle_errors, interrupted=interrupted)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        signal.signal(
-            signal.SIGTERM, _raise_interrupted
-        )  # SIGTERM stops like Ctrl-C: trial failed, clean exit
+        signal.signal(signal.SIGTERM, _raise_interrupted)  # SIGTERM stops like Ctrl-C: a clean exit
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            stderr(
-                "Interrupted: the running trial is marked failed (the baseline and grid points are queued "
-                "again; Ray and Keras Tuner re-run it on resume); run the same command again to continue."
-            )
+            stderr(interrupted)
             raise typer.Exit(exit_code(exc)) from None
         except Exception as exc:
             line = describe(exc)

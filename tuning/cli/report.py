@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from marstune.tuning.cli.options import StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 HELP = (
     "Write a study report: one self-contained HTML file, and each plot as a PNG.\n\n"
@@ -25,7 +29,7 @@ HELP = (
 )
 
 
-def pick_study(storage: object, study: str | None) -> str:
+def pick_study(storage: BaseStorage, study: str | None) -> str:
     """--study, else the only study in the storage, else the default study name."""
     from marstune.tuning.config.spec import DEFAULTS
     from marstune.tuning.errors import StorageError
@@ -52,20 +56,26 @@ def report(
     examples: Annotated[
         bool, typer.Option("--examples/--no-examples", help="Retrain the best config for example masks.")
     ] = True,
-    example_epochs: Annotated[int, typer.Option(min=1, help="Epochs of that quick retraining.")] = 2,
-    example_items: Annotated[int, typer.Option(min=8, help="Image pairs it trains on.")] = 96,
+    example_epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs of that quick retraining.")
+    ] = EXAMPLE_EPOCHS,
+    example_items: Annotated[int, typer.Option(min=8, help="Image pairs it trains on.")] = EXAMPLE_ITEMS,
     threads: Annotated[int, typer.Option(min=0, help="TF threads for it (0: all cores).")] = 0,
 ) -> None:
     from marstune.tuning.config.spec import check_study_name
+    from marstune.tuning.outputs import check_output
     from marstune.tuning.report.build import build, check_out, default_out
-    from marstune.tuning.study.storage import open_storage
-    from marstune.tuning.study.urls import display_url, resolve_url
+    from marstune.tuning.study.storage import load_study, open_storage
+    from marstune.tuning.study.urls import display_url, resolve_url, sqlite_path
 
     url = resolve_url(storage)
     opened = open_storage(url)
     name = check_study_name(pick_study(opened, study))
+    load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)
     check_out(target)
+    if out is not None:
+        check_output(target, inputs=[sqlite_path(url)])
     if examples:
         stderr(
             f"training the best configuration for {example_epochs} epoch(s) on {example_items} images "

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from marstune.tuning.cli.options import (
+    INTERRUPTED_RUN,
     DataOpt,
     EngineName,
     EpochsOpt,
@@ -22,6 +23,7 @@ from marstune.tuning.cli.options import (
     StudyOpt,
     TensorBoardOpt,
     ThreadsOpt,
+    VerboseOpt,
     WorkersOpt,
     handle_errors,
     load_run_spec,
@@ -62,7 +64,7 @@ Examples:
 """
 
 
-@handle_errors
+@handle_errors(interrupted=INTERRUPTED_RUN)
 def run(
     sampler: Annotated[SamplerName | None, typer.Option(help="How configurations are chosen.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Target number of finished trials.")] = None,
@@ -88,16 +90,23 @@ def run(
         float, typer.Option(help="Ray engine: GPUs per trial (0.5: two share one).")
     ] = 0.0,
     json_: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
+    import os
     import time
 
     from marstune.tuning.cli.summary import print_summary
+    from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
     from marstune.tuning.study.storage import probe
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
 
     started = time.time()
+    if verbose:  # children inherit it: nothing is filtered from their output either
+        from marstune.tuning.train.devices import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     resolved = load_run_spec(
         spec,
         set_,
@@ -112,6 +121,9 @@ def run(
     )
     name = resolved.search.engine
     check_pair(name, resolved.search.sampler)
+    if name != "ray" and (address is not None or cpus_per_trial != 1.0 or gpus_per_trial != 0.0):
+        raise UsageError("--address, --cpus-per-trial and --gpus-per-trial need --engine ray")
+    ray = ray_options(address, cpus_per_trial, gpus_per_trial) if name == "ray" else {}
     if name != "keras-tuner":  # its samplers are Keras Tuner oracles, not Optuna's
         check_sampler(resolved.search.sampler)
     check_pruner(resolved.search.pruner)
@@ -127,13 +139,7 @@ def run(
         "data": data_info(resolved),  # loads and validates the data before anything is written
         "explicit_target": explicit,
     }
-    if name == "ray":
-        common.update(ray_options(address, cpus_per_trial, gpus_per_trial))
-    elif address is not None or cpus_per_trial != 1.0 or gpus_per_trial != 0.0:
-        from marstune.tuning.errors import UsageError
-
-        raise UsageError("--address, --cpus-per-trial and --gpus-per-trial need --engine ray")
-    options = info.options(**common)
+    options = info.options(**common, **ray)
     if not quiet:
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
     code = _run_local_pool(resolved, url, options, workers)

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from marstune.tuning.cli.options import (
+    INTERRUPTED_RUN,
     JsonOpt,
     QuietOpt,
     StorageOpt,
     StudyOpt,
     TensorBoardOpt,
     ThreadsOpt,
+    VerboseOpt,
     WorkersOpt,
     handle_errors,
     stderr,
@@ -36,7 +38,7 @@ Examples:
 """
 
 
-@handle_errors
+@handle_errors(interrupted=INTERRUPTED_RUN)
 def worker(
     study: StudyOpt = None,
     storage: StorageOpt = None,
@@ -48,6 +50,7 @@ def worker(
     tensorboard: TensorBoardOpt = False,
     workers: WorkersOpt = None,
     json_: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     import os
     import time
@@ -64,6 +67,10 @@ def worker(
     from marstune.tuning.workers.pool import deadline_of, run_pool
 
     started = time.time()
+    if verbose:  # children inherit it: nothing is filtered from their output either
+        from marstune.tuning.train.devices import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     name, url = check_study_name(study or DEFAULTS["study"]), resolve_url(storage)
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))

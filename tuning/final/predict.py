@@ -10,7 +10,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,11 +18,14 @@ from marstune.tuning.constants import IMAGE_SHAPE
 from marstune.tuning.errors import DataError, ModelError, translate
 from marstune.tuning.outputs import replace_atomically
 
+if TYPE_CHECKING:
+    import keras
+
 CHUNK = 1024  # images per predict() call: bounds memory (probabilities are 5x the images) for any N
 FIX_MODEL = "pass the generator.keras (or unet.keras) a `tune pix2pix` run wrote"
 
 
-def load_model(path: Path) -> Any:
+def load_model(path: Path) -> keras.Model:
     """A segmentation model from a .keras file: (B, 64, 128, 1) images -> (B, 64, 128, K) class scores."""
     if path.suffix != ".keras":
         raise ModelError(
@@ -102,7 +105,7 @@ def load_images(path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def predict_labels(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, 64, 128) uint8 labels: scaled as in training (x / 255), batched, arg-max per pixel."""
     labels = np.empty(images.shape, dtype=np.uint8)
     for start in range(0, len(images), CHUNK):

@@ -15,13 +15,15 @@ import datetime
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from marstune.models.settings import SEG_WEIGHT
 from marstune.tuning.errors import TuneError
 from marstune.tuning.final.files import (
     Checkpoint,
+    Export,
     check_same_run,
     latest_run,
     read_export,
@@ -29,9 +31,11 @@ from marstune.tuning.final.files import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from marstune.tuning.train.data import Prepared
+
 RUNS = Path("runs")
 EXAMPLES = 4  # validation images in the example panels
-DEFAULT_LAMBDA = 100.0  # = models.pix2pix.SEG_WEIGHT, not imported: that module loads Keras
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class FinalOptions:
     seed: int | None = None
     max_items: int | None = None
     threads: int = 0
-    seg_weight: float | None = None  # lambda; None: config["lambda"], else DEFAULT_LAMBDA
+    seg_weight: float | None = None  # lambda; None: config["lambda"], else SEG_WEIGHT
     quiet: bool = False
 
 
@@ -69,9 +73,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
 
     data = prepare_data(spec)  # loads and validates the data before anything is written
     _say_data(console, export, data)
-    lam = (
-        opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", DEFAULT_LAMBDA))
-    )
+    lam = opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", SEG_WEIGHT))
     if not (math.isfinite(lam) and lam >= 0):
         raise TuneError(f"lambda (the segmentation loss weight) must be a number >= 0, got {lam!r}")
     batch = int(opts.batch_size or export.config.get("batch_size") or spec.train.batch_size)
@@ -118,7 +120,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
     return _finish(out, phase, results, settings, console)
 
 
-def _say_data(console: Console, export: Any, data: Any) -> None:
+def _say_data(console: Console, export: Export, data: Prepared) -> None:
     if data.synthetic:
         console.print(
             f"[bold yellow]NO DATA SET GIVEN: using the built-in SYNTHETIC Mars terrain "

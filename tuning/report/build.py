@@ -12,11 +12,15 @@ import datetime
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.errors import ReportError
 from marstune.tuning.outputs import write_atomically
+from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 from marstune.tuning.report.data import StudyData
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -50,7 +54,7 @@ def check_out(out: Path) -> None:
         raise ReportError(f"--out {out} is a folder; name a file inside it, e.g. {out / 'report.html'}")
 
 
-def sections(storage: Any, study: StudyData) -> list[Section]:
+def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
     from marstune.tuning.report import data as rd
     from marstune.tuning.report import plotly_figures as rp
     from marstune.tuning.report import png_figures as png
@@ -154,14 +158,14 @@ def examples_section(study: StudyData, enabled: bool, epochs: int, items: int, t
 
 
 def build(
-    storage: Any,
+    storage: BaseStorage,
     study_name: str,
     out: Path,
     storage_label: str,
     *,
     examples: bool = True,
-    example_epochs: int = 1,
-    example_items: int = 64,
+    example_epochs: int = EXAMPLE_EPOCHS,
+    example_items: int = EXAMPLE_ITEMS,
     threads: int = 0,
 ) -> ReportFiles:
     """Render everything in memory first, then write: a failure leaves no half-written report."""

@@ -7,10 +7,14 @@ PNG pasted into a slide shows exactly what the HTML shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.constants import CLASS_NAMES, SCORED_CLASSES
 from marstune.tuning.study.lifecycle import stored_spec_raw
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class StudyData:
         return sum(t.state == state for t in self.trials)
 
 
-def _row(t: Any) -> TrialRow:
+def _row(t: FrozenTrial) -> TrialRow:
     attrs = dict(t.user_attrs)
     curve = sorted((int(step), float(v)) for step, v in t.intermediate_values.items())
     epochs = attrs.get("epochs_run")
@@ -76,7 +80,7 @@ def _row(t: Any) -> TrialRow:
     )
 
 
-def load_study_data(storage: Any, name: str) -> StudyData:
+def load_study_data(storage: BaseStorage, name: str) -> StudyData:
     from marstune.tuning.study.storage import load_study
 
     study = load_study(storage, name)
@@ -116,7 +120,7 @@ def _space_from_trials(trials: list[Any]) -> dict[str, dict[str, Any]]:
     return space
 
 
-def comparable_studies(storage: Any, data: StudyData) -> list[StudyData]:
+def comparable_studies(storage: BaseStorage, data: StudyData) -> list[StudyData]:
     """Studies in the same storage on the same data (fingerprint) and objective: this one first."""
     from marstune.tuning.study.storage import study_names
 
@@ -170,7 +174,7 @@ def axis_values(study: StudyData, name: str) -> tuple[list[Any] | None, list[flo
     return None, [float(t.params.get(name, float("nan"))) for t in rows]
 
 
-def importances(storage: Any, study: StudyData) -> tuple[dict[str, float] | None, str]:
+def importances(storage: BaseStorage, study: StudyData) -> tuple[dict[str, float] | None, str]:
     """fANOVA importances of the parameters for the value; (None, why) when they cannot be computed."""
     import optuna
 

@@ -21,7 +21,7 @@ SamplerFactory = Callable[[int], "optuna.samplers.BaseSampler"]
 _NEEDS = {
     "qmc": ("scipy", "pip install scipy"),
     "cmaes": ("cmaes", "pip install cmaes"),
-    "gp": ("torch", "pip install 'tune[gp]'  (torch==2.13.0, CPU build)"),
+    "gp": ("torch", "pip install 'marstune[gp]'  (torch==2.13.0, CPU build)"),
 }
 
 

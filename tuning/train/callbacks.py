@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    from marstune.models.metrics import MeanIoU
 
 
 class EpochTracker(keras.callbacks.Callback):
@@ -17,7 +20,7 @@ class EpochTracker(keras.callbacks.Callback):
     the study stores and bench/curves/ replays."""
 
     def __init__(
-        self, report: Callable[[int, float], bool], miou: Any, patience: int, items: int = 0
+        self, report: Callable[[int, float], bool], miou: MeanIoU, patience: int, items: int = 0
     ) -> None:
         super().__init__()
         self.report, self.miou, self.patience, self.items = report, miou, patience, items

@@ -1,11 +1,64 @@
 """CPU/GPU selection: threads, memory growth, mixed precision, XLA. GPU paths are switches that turn on
-by themselves when a GPU is present; the choice logic is plain functions so it is tested on CPU."""
+by themselves when a GPU is present; the choice logic is plain functions so it is tested on CPU.
+
+TensorFlow's C++ start-up lines (oneDNN, cudart_stub, cpu_feature_guard, "failed call to cuInit") are
+written by absl before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not silence them; they
+are filtered from stderr while TensorFlow starts ($TUNE_DEBUG=1 or `--verbose` shows them).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+# absl's native log lines ("I0000 00:00:1796.. 6224 port.cc:153] ...") and TensorFlow's start-up chatter.
+NATIVE_NOISE = re.compile(
+    r"^(\[w\d+\] )?([IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w.]+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+VERBOSE_ENV = "TUNE_VERBOSE"  # set by `--verbose`: nothing is filtered
+
+
+def verbose() -> bool:
+    return os.environ.get("TUNE_DEBUG") == "1" or os.environ.get(VERBOSE_ENV) == "1"
+
+
+@contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """While the block runs, lines written to file descriptor 2 (by C++ too) that match NATIVE_NOISE are
+    dropped; everything else passes through unchanged."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as source:
+            for line in source:
+                if not NATIVE_NOISE.match(line.decode(errors="replace")):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump reads to its end and stops
+        thread.join(timeout=10)
+        os.close(saved)
+
 
 _configured: DeviceSetup | None = None
 
@@ -52,11 +105,15 @@ def configure(threads: int, mixed_precision: str = "auto") -> DeviceSetup:
     global _configured
     if _configured is not None:
         return _configured
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of progress output
-    import keras
-    import tensorflow as tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what absl does honour, once initialised
+    with native_noise_filtered():
+        import keras
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
+    # "5 out of the last 5 calls to <function> triggered tf.function retracing": every trial builds a new
+    # model, so retracing is expected here, not a bug to report.
+    tf.get_logger().setLevel(logging.ERROR)
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)  # several trials/workers share one GPU
     if threads > 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 from marstune.tuning.config.spec import Spec
 from marstune.tuning.constants import MODEL_KEYS
@@ -119,9 +120,7 @@ def fit(
     )
 
 
-def predict_labels(model: keras.Model, images: Any, batch_size: int) -> Any:
+def predict_labels(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Class ids (N, 64, 128) uint8 for images (N, 64, 128) in 0..255."""
-    import numpy as np
-
     probs = model.predict(np.asarray(images)[..., None] / np.float32(255.0), batch_size=batch_size, verbose=0)
     return np.argmax(probs, axis=-1).astype(np.uint8)

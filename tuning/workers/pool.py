@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from marstune.tuning.train.devices import NATIVE_NOISE, verbose
 from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
 from marstune.tuning.workers.plan import WorkerPlan, child_env
 
@@ -68,9 +69,12 @@ class Slot:
 
 
 def _pump(stream: IO[str], prefix: str) -> None:
+    """A child's output, prefixed, without TensorFlow's native start-up chatter (unless --verbose)."""
+    keep_all = verbose()
     for line in stream:
-        sys.stderr.write(f"{prefix}{line}")
-        sys.stderr.flush()
+        if keep_all or not NATIVE_NOISE.match(line):
+            sys.stderr.write(f"{prefix}{line}")
+            sys.stderr.flush()
     stream.close()
 
 

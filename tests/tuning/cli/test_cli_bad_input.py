@@ -131,7 +131,7 @@ def test_password_never_printed(workdir: Path) -> None:
 
 def test_help_is_instant_and_imports_no_framework() -> None:
     code = (
-        "import sys; from tuning.cli import app; "
+        "import sys; from marstune.tuning.cli.app import app; "
         "print(sorted(m for m in ('tensorflow', 'ray', 'keras', 'optuna') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

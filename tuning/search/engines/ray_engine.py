@@ -21,11 +21,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from marstune.tuning.config.spec import Spec
 from marstune.tuning.errors import SpecError, TuneError, redact
 from marstune.tuning.search.engines import RayOptions, RunSummary
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.samplers import BaseSampler
+    from optuna.storages import RDBStorage
+
+    from marstune.tuning.search.progress import Progress
 
 if importlib.util.find_spec("ray") is None:  # load_engine turns this into the pip line of the extra
     raise ImportError("ray is not installed", name="ray")
@@ -132,10 +139,10 @@ def _check_resources(cpus: float, gpus: float) -> int:
 class Driver:
     """What the searcher needs on the driver and must never pickle: the storage, progress, counters."""
 
-    storage: Any
+    storage: RDBStorage
     spec: Spec
-    progress: Any
-    sampler: Any
+    progress: Progress
+    sampler: BaseSampler
     threads: int
     tensorboard_dir: str | None
     resources: dict[str, float]
@@ -231,13 +238,13 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
     )
 
 
-def _finished(study: Any) -> int:
+def _finished(study: optuna.Study) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _run_until_target(driver: Driver, study: Any, target: int) -> None:
+def _run_until_target(driver: Driver, study: optuna.Study, target: int) -> None:
     """Resume the last Ray run if it was interrupted, then start new runs for what is still missing."""
     from ray import tune
 
