@@ -1,5 +1,6 @@
-"""Data sets for tune: the challenge .npz loader, the contamination cleaner, the tf.data pipeline and the
-synthetic terrain generator. Imports neither `tuning` nor `models`; TensorFlow loads only in make_dataset."""
+"""Data sets for tune: the challenge .npz loader, the contamination cleaner, class frequencies, the tf.data
+pipeline and the synthetic terrain generator. Imports neither `tuning` nor `models`; TensorFlow loads only
+in make_dataset."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ _EXPORTS = {
     "CleanReport": "clean",
     "find_contamination": "clean",
     "remove_contamination": "clean",
+    "class_frequencies": "frequencies",
     "CLASS_NAMES": "layout",
     "IMAGE_SHAPE": "layout",
     "NUM_CLASSES": "layout",

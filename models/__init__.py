@@ -1,4 +1,5 @@
-"""Keras models for Mars terrain segmentation: the U-Net family, Pix2Pix, and the challenge's mean IoU.
+"""Keras models for Mars terrain segmentation: the U-Net family, Pix2Pix, the losses the search chooses
+from (with class weights), and the challenge's mean IoU.
 
 Nothing here imports tuning/ or data/. The names below are loaded on first use, so `import models` (and
 `from models.unet import ModelConfigError`) does not load TensorFlow; `models.metrics` does.
@@ -18,6 +19,9 @@ _EXPORTS = {
     "MeanIoU": "marstune.models.metrics",
     "iou_per_class": "marstune.models.metrics",
     "mean_iou": "marstune.models.metrics",
+    "LOSS_NAMES": "marstune.models.losses",
+    "LossConfigError": "marstune.models.class_weights",
+    "build_loss": "marstune.models.losses",
     "build_patchgan": "marstune.models.patchgan",
     "build_pix2pix": "marstune.models.pix2pix",
     "Pix2Pix": "marstune.models.pix2pix",

@@ -8,8 +8,9 @@ Conventions shared by the numpy functions and the Keras metric:
   A class predicted but absent from the truth (or the reverse) has IoU 0 and counts.
 - The mean covers classes 1..num_classes-1: background (class 0) is ignored, as the challenge does.
 - `mean_iou` returns nan when none of those classes appears in truth or prediction (there is nothing to
-  score, and 0 or 1 would be a made-up number). `MeanIoU.result()` returns 0.0 in that case instead, so a
-  training log, an early-stopping callback or a pruner never receives nan from an empty metric.
+  score, and 0 or 1 would be a made-up number). `MeanIoU.result()` returns 0.0 in that case instead (as
+  keras.metrics.IoU does), so a training log, an early-stopping callback or a pruner never receives nan
+  from an empty metric.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from marstune.data.layout import NUM_CLASSES
-
-BACKGROUND = 0  # the class left out of the mean
+from marstune.data.layout import BACKGROUND, NUM_CLASSES
 
 
 def _labels(values: Any, name: str, num_classes: int) -> np.ndarray:
@@ -97,58 +96,51 @@ def mean_iou(y_true_labels: Any, y_pred_labels: Any, num_classes: int = NUM_CLAS
 
 
 @keras.saving.register_keras_serializable(package="tune")
-class MeanIoU(keras.metrics.Metric):
+class MeanIoU(keras.metrics.IoU):
     """Streaming mean IoU over classes 1..num_classes-1, logged as `miou` (`val_miou` on validation).
+
+    This is `keras.metrics.IoU(num_classes, target_class_ids=[1, ..., num_classes - 1],
+    sparse_y_pred=False)`: Keras keeps the confusion matrix (`total_cm`, row = true class) and computes
+    the result, so it runs on any backend and inside XLA-compiled train steps. (`keras.metrics.MeanIoU(
+    ignore_class=0)` is not the same score: it drops background *pixels*, so background predicted as
+    soil no longer lowers soil's IoU.) What this class adds: the project's defaults and name, per-image
+    sample weights, `per_class()`, and a float64 matrix so counts stay exact far beyond float32's 2**24
+    and fractional sample weights are kept (Keras' default int64 would truncate them).
 
     update_state(y_true, y_pred, sample_weight=None): y_true holds integer labels (B, H, W) or
     (B, H, W, 1); y_pred holds class scores (B, H, W, num_classes), reduced with argmax. A pixel whose
-    label is outside 0..num_classes-1 is not counted. The confusion matrix is kept in float64, so counts
-    stay exact far beyond float32's 2**24. The update is plain tensor algebra (one-hot products), so it
-    runs on any backend and inside XLA-compiled train steps.
+    label is outside 0..num_classes-1 is not counted. sample_weight is per image (B,) or per pixel
+    (B, H, W[, 1]).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, name: str = "miou", dtype: Any = None) -> None:
-        super().__init__(name=name, dtype=dtype)
+    def __init__(self, num_classes: int = NUM_CLASSES, name: str = "miou", dtype: Any = "float64") -> None:
         if not (isinstance(num_classes, numbers.Integral) and num_classes >= 2):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        self.num_classes = int(num_classes)
-        self.confusion = self.add_variable(
-            shape=(self.num_classes, self.num_classes),
-            initializer="zeros",
-            dtype="float64",
-            aggregation="sum",
-            name="confusion",
+        super().__init__(
+            num_classes=int(num_classes),
+            target_class_ids=list(range(BACKGROUND + 1, int(num_classes))),
+            name=name,
+            dtype=dtype,
+            sparse_y_pred=False,
         )
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        k = self.num_classes
-        truth = ops.reshape(ops.cast(y_true, "int32"), (-1,))  # (N,) pixels
-        pred = ops.reshape(ops.argmax(y_pred, axis=-1), (-1,))  # (N,)
-        truth_onehot = ops.one_hot(truth, k, dtype="float64")  # (N, K); out-of-range labels -> zero row
-        pred_onehot = ops.one_hot(pred, k, dtype="float64")  # (N, K)
         if sample_weight is not None:
-            weight = ops.cast(sample_weight, "float64")
-            # A per-image weight (B,) or per-pixel weights (B, H, W[, 1]) both broadcast over labels.
-            rank = len(y_pred.shape) - 1
+            # Keras flattens the weights and broadcasts them over the flat pixels, which fits per-pixel
+            # weights only; a per-image weight (B,) is spread over its image's pixels first.
+            weight = ops.convert_to_tensor(sample_weight, self.dtype)
+            rank = len(y_pred.shape) - 1  # (B, H, W)
             if len(weight.shape) == rank + 1:
                 weight = ops.squeeze(weight, -1)
             while len(weight.shape) < rank:
                 weight = ops.expand_dims(weight, -1)
-            weight = ops.reshape(ops.broadcast_to(weight, ops.shape(y_pred)[:-1]), (-1, 1))  # (N, 1)
-            truth_onehot = truth_onehot * weight
-        self.confusion.assign_add(ops.matmul(ops.transpose(truth_onehot), pred_onehot))  # (K, K)
-
-    def result(self) -> Any:
-        cm = ops.convert_to_tensor(self.confusion)
-        intersection = ops.diagonal(cm)[BACKGROUND + 1 :]
-        union = (ops.sum(cm, axis=0) + ops.sum(cm, axis=1))[BACKGROUND + 1 :] - intersection
-        scored = ops.cast(union > 0, "float64")
-        iou = ops.divide_no_nan(intersection, union)
-        return ops.cast(ops.divide_no_nan(ops.sum(iou), ops.sum(scored)), self.dtype)  # 0.0 if none scored
+            sample_weight = ops.broadcast_to(weight, ops.shape(y_pred)[:-1])  # (B, H, W)
+        super().update_state(y_true, y_pred, sample_weight)
 
     def per_class(self) -> np.ndarray:
         """The IoU of every class (num_classes,) as float64 numpy, nan where a class was never seen."""
-        return iou_from_confusion(ops.convert_to_numpy(self.confusion))
+        return iou_from_confusion(ops.convert_to_numpy(self.total_cm))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_classes": self.num_classes}
+        # The target classes follow from num_classes; the saved config stays {name, dtype, num_classes}.
+        return {**keras.metrics.Metric.get_config(self), "num_classes": self.num_classes}

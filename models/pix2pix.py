@@ -6,8 +6,12 @@ trained on both objectives:
 
     g_loss = adv_loss + seg_weight * seg_loss
     adv_loss = BCE(1, D(image, G(image)))           # fool the discriminator
-    seg_loss = categorical cross-entropy(y, G(image))  # match the labels
+    seg_loss = categorical cross-entropy(y, G(image))  # match the labels (or any loss of models.losses)
     d_loss = BCE(1, D(image, y)) + BCE(0, D(image, G(image)))
+
+`seg_loss` takes the same loss object as the search's U-Net (`build_loss(...)`, passed to build_pix2pix,
+Pix2Pix or compile), so the final run and the trials share one loss definition; None (the default) keeps
+the categorical cross-entropy above.
 
 `Pix2Pix` is a `keras.Model` with its own `train_step`/`test_step`, so `fit()`, `evaluate()` and every
 callback work unchanged; it logs d_loss, g_loss, seg_loss, adv_loss and miou (val_* on validation).
@@ -49,11 +53,13 @@ def build_pix2pix(
     num_classes: int = NUM_CLASSES,
     disc_filters: Sequence[int] = DEFAULT_FILTERS,
     seg_weight: float = SEG_WEIGHT,
+    seg_loss: keras.losses.Loss | None = None,
 ) -> Pix2Pix:
-    """The generator `build_unet(config)` (the search's builder) and a PatchGAN sized for `input_shape`."""
+    """The generator `build_unet(config)` (the search's builder) and a PatchGAN sized for `input_shape`;
+    `seg_loss` a loss of `models.losses` (None: categorical cross-entropy)."""
     generator = build_unet(config, input_shape, num_classes)  # (B, 64, 128, 1) -> (B, 64, 128, 5)
     discriminator = build_patchgan(input_shape, num_classes, disc_filters)  # -> (B, 16, 32, 1) logits
-    return Pix2Pix(generator, discriminator, seg_weight=seg_weight, name="pix2pix")
+    return Pix2Pix(generator, discriminator, seg_weight=seg_weight, seg_loss=seg_loss, name="pix2pix")
 
 
 class Pix2Pix(keras.Model):
@@ -64,12 +70,14 @@ class Pix2Pix(keras.Model):
         generator: keras.Model,
         discriminator: keras.Model,
         seg_weight: float = SEG_WEIGHT,
+        seg_loss: keras.losses.Loss | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.seg_weight = float(seg_weight)
+        self.seg_loss = seg_loss
         self.num_classes = int(generator.output_shape[-1])
         self._bce = keras.losses.BinaryCrossentropy(from_logits=True)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -86,9 +94,11 @@ class Pix2Pix(keras.Model):
         g_optimizer: keras.optimizers.Optimizer | None = None,
         d_optimizer: keras.optimizers.Optimizer | None = None,
         seg_weight: float | None = None,
+        seg_loss: keras.losses.Loss | None = None,
         **kwargs: Any,
     ) -> None:
         """Two optimizers (Adam 2e-4, beta1 0.5 by default); other kwargs (jit_compile, ...) go to Keras.
+        `seg_weight` and `seg_loss`, when given, replace the constructor's.
 
         `model.optimizer` is the generator's, so callbacks that read or schedule it (iterations, learning
         rate) act on the generator. Both are built here, each on its own player's variables: Keras would
@@ -102,6 +112,8 @@ class Pix2Pix(keras.Model):
         super().compile(optimizer=self.g_optimizer, **kwargs)
         if seg_weight is not None:
             self.seg_weight = float(seg_weight)
+        if seg_loss is not None:
+            self.seg_loss = seg_loss
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -126,7 +138,10 @@ class Pix2Pix(keras.Model):
     def generator_loss(self, fake_logits: Any, y_onehot: Any, probs: Any) -> tuple[Any, Any, Any]:
         """(total, adversarial, segmentation): total = adversarial + seg_weight * segmentation."""
         adversarial = self._bce(ops.ones_like(fake_logits), fake_logits)
-        segmentation = ops.mean(keras.losses.categorical_crossentropy(y_onehot, probs))
+        if self.seg_loss is None:
+            segmentation = ops.mean(keras.losses.categorical_crossentropy(y_onehot, probs))
+        else:  # the losses of models.losses take class ids; argmax of a one-hot mask gives them back
+            segmentation = self.seg_loss(ops.argmax(y_onehot, axis=-1), probs)
         return adversarial + self.seg_weight * segmentation, adversarial, segmentation
 
     def _forward(self, x: Any, y: Any, training: bool) -> tuple[Any, ...]:

@@ -199,3 +199,85 @@ def test_inside_fit_and_evaluate(tmp_path: Path) -> None:
     assert loaded.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)["miou"] == pytest.approx(
         scores["miou"], rel=1e-6
     )
+
+
+def random_case(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """1-3 batches whose truth and prediction each use a random subset of the classes (so some classes are
+    absent from truth, prediction or both; sometimes only background is left)."""
+    in_truth = rng.choice(5, size=rng.integers(1, 6), replace=False)
+    in_pred = rng.choice(5, size=rng.integers(1, 6), replace=False)
+    batches = []
+    for _ in range(rng.integers(1, 4)):
+        truth = rng.choice(in_truth, size=(2, 8, 16))
+        scores = rng.random((2, 8, 16, 5), dtype=np.float32)
+        scores[..., np.setdiff1d(np.arange(5), in_pred)] = -1.0  # never the argmax
+        batches.append((truth, scores))
+    return batches
+
+
+def ops_numpy(value: object) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64)
+
+
+def test_equals_keras_iou_over_the_scored_classes() -> None:
+    rng = np.random.default_rng(7)
+    absent_seen = 0
+    for _ in range(20):
+        batches = random_case(rng)
+        ours = MeanIoU()
+        theirs = keras.metrics.IoU(num_classes=5, target_class_ids=[1, 2, 3, 4], sparse_y_pred=False)
+        for truth, scores in batches:
+            ours.update_state(truth, scores)
+            theirs.update_state(truth, scores)
+        assert abs(float(ours.result()) - float(theirs.result())) <= 7e-9
+        np.testing.assert_array_equal(ops_numpy(ours.total_cm), ops_numpy(theirs.total_cm))
+        all_truth = np.concatenate([t for t, _ in batches])
+        all_pred = np.concatenate([s.argmax(-1) for _, s in batches])
+        expected = mean_iou(all_truth, all_pred)
+        assert float(ours.result()) == pytest.approx(0.0 if np.isnan(expected) else expected, rel=1e-6)
+        absent_seen += int(np.isnan(ours.per_class()).any())
+    assert absent_seen >= 5  # the cases did exercise absent classes
+
+
+def test_background_pixels_still_count_against_terrain_classes() -> None:
+    # Background predicted as soil lowers soil's IoU; ignore_class=0 would drop those pixels instead.
+    truth, pred = np.array([[0, 0, 1, 1]]), np.array([[1, 1, 1, 1]])
+    metric = MeanIoU()
+    metric.update_state(truth, onehot_probs(pred))
+    assert float(metric.result()) == pytest.approx(0.5, rel=1e-6)
+    ignoring = keras.metrics.MeanIoU(num_classes=5, ignore_class=0, sparse_y_pred=False)
+    ignoring.update_state(truth, onehot_probs(pred))
+    assert float(ignoring.result()) == pytest.approx(1.0, rel=1e-6)  # not the challenge's score
+
+
+def test_float16_scores_and_mixed_precision() -> None:
+    batches = random_batches(seed=5)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        metric = MeanIoU()
+        for truth, probs in batches:
+            metric.update_state(truth, probs.astype(np.float16))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert metric.total_cm.dtype == "float64"  # the policy does not shrink the counts
+    all_truth = np.concatenate([t for t, _ in batches])
+    all_pred = np.concatenate([p.astype(np.float16).argmax(-1) for _, p in batches])
+    assert float(metric.result()) == pytest.approx(mean_iou(all_truth, all_pred), rel=1e-6)
+    np.testing.assert_allclose(metric.per_class(), iou_per_class(all_truth, all_pred), rtol=1e-12)
+
+
+def test_inside_an_xla_compiled_fit() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.random((4, 64, 128, 1), dtype=np.float32)
+    y = rng.integers(0, 5, size=(4, 64, 128)).astype(np.int32)
+    model = build_unet({"base_filters": 4, "levels": 2, "kernel": 3, "dropout": 0.0, "activation": "relu"})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=[MeanIoU()], jit_compile=True)  # fmt: skip
+    assert model.jit_compile  # Keras did not fall back to a plain tf.function
+    before = model.predict(x, verbose=0).argmax(-1)
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert history.history["miou"][0] == pytest.approx(mean_iou(y, before), rel=1e-5)
+    after = model.predict(x, verbose=0).argmax(-1)
+    assert model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)["miou"] == pytest.approx(
+        mean_iou(y, after), rel=1e-5
+    )

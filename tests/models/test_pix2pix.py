@@ -11,6 +11,8 @@ import pytest
 
 from marstune.data.augment import make_dataset
 from marstune.data.synthetic import synthetic_data
+from marstune.models.class_weights import class_weights
+from marstune.models.losses import build_loss
 from marstune.models.metrics import MeanIoU
 from marstune.models.patchgan import build_patchgan, receptive_field
 from marstune.models.pix2pix import SEG_WEIGHT, Pix2Pix, build_pix2pix
@@ -125,3 +127,34 @@ def test_pix2pix_metric_is_the_shared_mean_iou() -> None:
     model = Pix2Pix(build_pix2pix(TINY).generator, build_patchgan())
     assert isinstance(model.miou, MeanIoU) and model.miou.name == "miou"
     assert [m.name for m in model.metrics] == [*LOSSES, "miou"]
+
+
+def test_segmentation_term_takes_the_searchs_loss_object() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 5, (2, 64, 128))
+    onehot = np.eye(5, dtype="float32")[labels]
+    probs = rng.dirichlet(np.ones(5), (2, 64, 128)).astype("float32")
+    logits = keras.ops.zeros((2, 16, 32, 1))
+    _, _, default = build_pix2pix(TINY).generator_loss(logits, onehot, probs)
+    _, _, crossentropy = build_pix2pix(TINY, seg_loss=build_loss("crossentropy")).generator_loss(
+        logits, onehot, probs
+    )
+    assert float(crossentropy) == pytest.approx(float(default), rel=1e-5)  # the default, by Keras' sparse CE
+
+    weighted = build_loss("weighted_crossentropy", class_weights=class_weights((1, 4, 3, 2, 0.01), 1.0))
+    model = build_pix2pix(TINY)
+    model.compile(seg_loss=weighted, jit_compile=False)  # compile's seg_loss replaces the constructor's
+    total, adversarial, segmentation = model.generator_loss(logits, onehot, probs)
+    assert float(segmentation) == pytest.approx(float(weighted(labels, probs)), rel=1e-6)
+    assert float(segmentation) != pytest.approx(float(default), rel=1e-3)
+    assert float(total) == pytest.approx(float(adversarial) + SEG_WEIGHT * float(segmentation), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_trains_with_a_loss_of_the_family(tiny_data) -> None:
+    images, labels = tiny_data
+    model = build_pix2pix(TINY, seg_loss=build_loss("dice_crossentropy"))
+    model.compile(jit_compile=False)
+    logs = model.train_on_batch(images[:2, ..., None] / np.float32(255), labels[:2], return_dict=True)
+    assert all(math.isfinite(float(logs[k])) for k in LOSSES)
+    assert float(logs["seg_loss"]) > 0
