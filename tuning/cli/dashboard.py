@@ -107,7 +107,13 @@ def dashboard(
     opened = open_storage(url)  # refuses a missing SQLite file: the dashboard would create an empty one
     import optuna_dashboard
 
-    server = make_server(host, port, optuna_dashboard.wsgi(opened), log_requests=log_requests)
+    from marstune.tuning.study import tables
+    from marstune.tuning.study.artifacts import AllStudiesStore, all_folders
+
+    with tables.reading(url) as conn:  # every study's kept models: listed and served by the dashboard
+        store = AllStudiesStore(all_folders(conn))
+    app = optuna_dashboard.wsgi(opened, artifact_store=store)
+    server = make_server(host, port, app, log_requests=log_requests)
     if warning:
         stderr(warning)
     names = study_names(opened)

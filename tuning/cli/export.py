@@ -10,7 +10,8 @@ import typer
 from marstune.tuning.cli.options import JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
 
 HELP = """Write the best trial's configuration (params, value, trial, per-class IoU, data fingerprint,
-spec, package versions) as YAML for `tune pix2pix --config`.
+spec, package versions) as YAML for `tune pix2pix --config`, and the trial's own kept model beside it
+(<name>.keras).
 
 An existing output is replaced atomically and keeps its permissions; the study database and other
 inputs are never written over.
@@ -37,7 +38,8 @@ def export_best(
     import yaml
 
     from marstune.tuning.config.spec import DEFAULTS, check_study_name
-    from marstune.tuning.outputs import check_output, write_atomically
+    from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
+    from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
     from marstune.tuning.study.urls import preflight, resolve_url, sqlite_path
 
@@ -48,13 +50,25 @@ def export_best(
     inputs = [sqlite_path(url)]
     if out is not None:
         check_output(path, inputs=inputs)  # before reading: a wrong --out is told first
+    model_path = path.with_suffix(".keras")
+    if out is not None:
+        check_output(model_path, inputs=inputs)
     exported = best_export(url, name)
+    kept = best_kept(url, name)
     if out is None:
         path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
+    if kept is not None:  # the trial's own best-epoch weights, beside the YAML
+        exported["model"] = model_path.name
+        replace_atomically(model_path, lambda tmp: tmp.write_bytes(kept.path.read_bytes()), inputs=inputs)
     write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
     if json_:
         shown = {k: exported[k] for k in ("study", "trial", "value", "config", "per_class_iou")}
-        typer.echo(json.dumps({"path": str(path), **shown}))
+        model = str(model_path) if kept else None
+        typer.echo(json.dumps({"path": str(path), "model": model, **shown}))
     else:
         stderr(f"best of {name}: trial {exported['trial']}, validation mIoU {exported['value']:.4f}")
+        if kept is None:
+            stderr(
+                "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
+            )
         typer.echo(str(path))

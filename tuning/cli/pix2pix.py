@@ -69,6 +69,12 @@ def pix2pix(
     ] = None,
     threads: Annotated[int, typer.Option(min=0, help="TF threads (0: the study's setting).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress lines.")] = False,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start", help="Start both models from the best trial's kept model (the export's .keras)."
+        ),
+    ] = False,
 ) -> None:
     from marstune.tuning.final.run import FinalOptions, run_final
 
@@ -87,6 +93,7 @@ def pix2pix(
                 threads=threads,
                 seg_weight=lambda_,
                 quiet=quiet,
+                warm_start=warm_start,
             )
         )
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import handle_errors, stderr
+from marstune.tuning.cli.options import StorageOpt, handle_errors, stderr
 
 HELP = """Segment test images with a saved model and write the submission CSV.
 
@@ -18,7 +18,12 @@ row-major). Prints images per second.
 --data is the challenge .npz (its test_set is used), an .npz holding one (N, 64, 128) array, or a
 .npy of shape (N, 64, 128). Only .keras models are read, with Keras safe_mode (no Lambda layers).
 
+--study NAME instead of --model predicts with the study's best kept model (the best trial's own
+best-epoch weights, see `search.keep_models`).
+
 Examples:
+
+  tune predict --study unet-mars --data data/mars_for_students.npz --out submission.csv
 
   tune predict --model runs/unet-mars-20260101-120000/generator.keras \\
       --data data/mars_for_students.npz --out submission.csv
@@ -29,10 +34,12 @@ Examples:
 
 @handle_errors
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="A .keras model (generator.keras of a run).")],
     data: Annotated[
         Path, typer.Option("--data", help="The challenge .npz (test_set) or an (N, 64, 128) .npy.")
     ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A .keras model (generator.keras of a run).")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="The submission CSV to write.")] = Path("submission.csv"),
     png: Annotated[
         Path | None,
@@ -40,11 +47,21 @@ def predict(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
     threads: Annotated[int, typer.Option(min=0, help="TF threads (0: all cores).")] = 0,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Use this study's best kept model instead of --model.")
+    ] = None,
+    storage: StorageOpt = None,
 ) -> None:
+    from contextlib import ExitStack
+
+    from marstune.tuning.errors import UsageError
     from marstune.tuning.final.predict import load_images, load_model
     from marstune.tuning.outputs import check_output
 
-    check_output(out, inputs=[model, data])  # before any work: never over the model or the data
+    if (model is None) == (study is None):
+        raise UsageError("give either --model FILE.keras or --study NAME (its best kept model)")
+    kept = _kept_model(study, storage) if study is not None else None
+    check_output(out, inputs=[model, data, kept])  # before any work: never over the model or the data
     if png is not None and (png.exists() and not png.is_dir()):
         from marstune.tuning.errors import OutputError
 
@@ -53,7 +70,14 @@ def predict(
     from marstune.tuning.train.devices import configure
 
     setup = configure(threads)
-    segmenter = load_model(model)
+    stack = ExitStack()
+    if kept is not None:
+        from marstune.tuning.train.saved import kept_model
+
+        segmenter = stack.enter_context(kept_model(kept))
+    else:
+        assert model is not None
+        segmenter = load_model(model)
     from marstune.tuning.final.predict import predict_labels, write_submission
 
     predict_labels(segmenter, images[: min(len(images), batch_size)], batch_size)  # warm-up: trace once
@@ -73,3 +97,18 @@ def predict(
         write_overlays(images, labels, png)
         stderr(f"wrote {len(images)} overlays to {png}/")
     typer.echo(str(out))
+
+
+def _kept_model(study: str, storage: str | None) -> Path:
+    from marstune.tuning.config.spec import check_study_name
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study.artifacts import best_kept
+    from marstune.tuning.study.urls import resolve_url
+
+    found = best_kept(resolve_url(storage), check_study_name(study))
+    if found is None:
+        raise StorageError(
+            f"study {study!r} kept no model of its best trial (search.keep_models=0, or older than kept "
+            "models); pass --model FILE.keras"
+        )
+    return found.path

@@ -65,6 +65,7 @@ def report(
     from marstune.tuning.config.spec import check_study_name
     from marstune.tuning.outputs import check_output
     from marstune.tuning.report.build import build, check_out, default_out
+    from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.storage import load_study, open_storage
     from marstune.tuning.study.urls import display_url, resolve_url, sqlite_path
 
@@ -76,7 +77,9 @@ def report(
     check_out(target)
     if out is not None:
         check_output(target, inputs=[sqlite_path(url)])
-    if examples:
+    if examples and best_kept(url, name) is not None:
+        stderr("example predictions: the best trial's own kept model")
+    elif examples:
         stderr(
             f"training the best configuration for {example_epochs} epoch(s) on {example_items} images "
             "for the example predictions (--no-examples skips this)"

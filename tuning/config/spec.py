@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
         # A worker process is replaced by a fresh one after this many trials: TensorFlow keeps memory of
         # every fitted model (~40-60 MB), which would add up to gigabytes over a long study. 0 = never.
         "trials_per_process": 5,
+        # Completed trials whose best-epoch model is kept (Optuna's artifact store), best first; a kept
+        # model falling out of the top K is deleted. 0 = keep none. The models feed export-best,
+        # `tune predict --study`, the report's examples and `tune pix2pix --warm-start`.
+        "keep_models": 5,
+        "artifacts": None,  # kept models' folder; None = studies/<study>/artifacts; clusters: a shared path
     },
     "objective": {
         "kind": "unet",  # unet = train the model; analytic = a closed-form stand-in for service tests
@@ -105,6 +110,8 @@ class SearchSpec(_Section):
     trials: int = Field(ge=1)
     timeout: float | None = Field(gt=0)
     trials_per_process: int = Field(ge=0)
+    keep_models: int = Field(ge=0)
+    artifacts: str | None
 
 
 class ObjectiveSpec(_Section):

@@ -38,6 +38,7 @@ class Export:
     spec: Spec  # the study's resolved spec (data, split, training settings)
     data_path: str | None  # the data the study searched on; None = the built-in synthetic set
     fingerprint: str | None
+    model: Path | None = None  # the best trial's kept model, written beside the export (warm start)
 
 
 def read_export(path: Path) -> Export:
@@ -89,6 +90,7 @@ def read_export(path: Path) -> Export:
         spec=spec,
         data_path=data.get("path") or spec.data.path,
         fingerprint=data.get("fingerprint"),
+        model=path.parent / str(raw["model"]) if isinstance(raw.get("model"), str) else None,
     )
 
 

@@ -44,6 +44,7 @@ class Phase:
     setup: DeviceSetup
     console: Console
     quiet: bool
+    initial_weights: list[np.ndarray] | None = None  # --warm-start: the best trial's kept model
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def train_pix2pix(p: Phase, seg_weight: float) -> PhaseResult:
     training.fresh_graph(p.setup, p.spec.train.seed + ck.state()["epoch"])  # a resumed run draws anew
     model = build_pix2pix({k: p.config[k] for k in MODEL_KEYS}, seg_weight=seg_weight)
     model.compile(jit_compile=p.recipe.jit_compile)  # Adam 2e-4, beta1 0.5 for both players
+    if p.initial_weights is not None and ck.folder() is None:  # a fresh run: the generator starts there
+        model.generator.set_weights(p.initial_weights)
     optimizers = {"generator": model.g_optimizer, "discriminator": model.d_optimizer}
     _restore(ck, model, optimizers)
 
@@ -127,6 +130,8 @@ def train_unet(p: Phase) -> PhaseResult:
     ck = Checkpoint(p.out, "unet")
     training.fresh_graph(p.setup, p.spec.train.seed + ck.state()["epoch"])
     model, miou = training.compile_unet(p.config, p.recipe)
+    if p.initial_weights is not None and ck.folder() is None:  # the same start as the generator
+        model.set_weights(p.initial_weights)
     model.optimizer.build(model.trainable_variables)  # slots must exist before saved state is loaded
     optimizers = {"unet": model.optimizer}
     _restore(ck, model, optimizers)

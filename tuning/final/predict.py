@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from marstune.tuning.constants import IMAGE_SHAPE
-from marstune.tuning.errors import DataError, ModelError, translate
+from marstune.tuning.errors import DataError, translate
 from marstune.tuning.outputs import replace_atomically
+from marstune.tuning.train.saved import load_saved_model
 
 if TYPE_CHECKING:
     import keras
@@ -26,40 +26,8 @@ FIX_MODEL = "pass the generator.keras (or unet.keras) a `tune pix2pix` run wrote
 
 
 def load_model(path: Path) -> keras.Model:
-    """A segmentation model from a .keras file: (B, 64, 128, 1) images -> (B, 64, 128, K) class scores."""
-    if path.suffix != ".keras":
-        raise ModelError(
-            f"--model {path} is not a .keras file (HDF5, SavedModel folders and pickles are not read); "
-            f"{FIX_MODEL}"
-        )
-    if not path.is_file():
-        raise ModelError(
-            f"--model {path} {'is a directory' if path.is_dir() else 'does not exist'}; {FIX_MODEL}"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ModelError(f"--model {path} is not a Keras archive (a .keras file is a zip); {FIX_MODEL}")
-    import keras
-
-    import marstune.models.metrics  # noqa: F401  registers tune>MeanIoU, which unet.keras names in its metrics
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        text = str(exc)
-        if "Lambda" in text or "safe_mode" in text:
-            raise ModelError(
-                f"--model {path} holds a Lambda layer (Python code) and is refused: models are loaded with "
-                f"safe_mode=True so a model file never runs code; {FIX_MODEL}"
-            ) from None
-        first = text.splitlines()[0][:200] if text else type(exc).__name__
-        raise ModelError(f"--model {path} cannot be loaded ({first}); {FIX_MODEL}") from None
-    inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
-    if inputs[1:] != (*IMAGE_SHAPE, 1) or len(outputs) != 4 or outputs[1:3] != IMAGE_SHAPE or outputs[3] < 2:
-        raise ModelError(
-            f"--model {path} maps {inputs} to {outputs}; expected (None, 64, 128, 1) images to "
-            f"(None, 64, 128, classes) scores; {FIX_MODEL}"
-        )
-    return model
+    """A segmentation model from a .keras file `--model` names (train/saved.py checks and loads it)."""
+    return load_saved_model(path, flag="--model", fix=FIX_MODEL)
 
 
 def load_images(path: Path) -> np.ndarray:

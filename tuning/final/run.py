@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.console import Console
 
 from marstune.models.settings import SEG_WEIGHT
@@ -52,6 +53,7 @@ class FinalOptions:
     threads: int = 0
     seg_weight: float | None = None  # lambda; None: config["lambda"], else SEG_WEIGHT
     quiet: bool = False
+    warm_start: bool = False  # start both models from the best trial's kept model (export's `model`)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         if not console.is_terminal:
             console = Console(stderr=True, highlight=False, width=120)  # logs: one line per epoch, no wraps
     export = read_export(opts.config)
+    if opts.warm_start and (export.model is None or not export.model.is_file()):
+        missing = "names no model" if export.model is None else f"names {export.model}, which is missing"
+        raise TuneError(
+            f"--warm-start: {opts.config} {missing}; export again with `tune export-best` from a study "
+            "that keeps models (search.keep_models > 0), or drop --warm-start"
+        )
     spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
     from marstune.tuning.train.data import prepare_data
 
@@ -88,6 +96,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         "batch_size": batch,
         "seed": spec.train.seed,
         "lambda": lam,
+        "warm_start": str(export.model) if opts.warm_start else None,
     }
     out, epochs = _prepare_out(opts, export.study, spec.train.epochs, settings)
 
@@ -106,7 +115,8 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         f"{setup.device} {setup.precision}"
     )
     recipe = dataclasses.replace(Recipe.of(spec, export.config, setup), epochs=epochs, batch_size=batch)
-    phase = Phase(out, data, spec, export.config, recipe, setup, console, opts.quiet)
+    initial = _kept_weights(export.model) if opts.warm_start and export.model is not None else None
+    phase = Phase(out, data, spec, export.config, recipe, setup, console, opts.quiet, initial)
     try:
         results = {"Pix2Pix": train_pix2pix(phase, lam)}
         if opts.compare:
@@ -118,6 +128,13 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         )
         raise
     return _finish(out, phase, results, settings, console)
+
+
+def _kept_weights(model: Path) -> list[np.ndarray]:
+    """The kept model's weights (loaded with safe_mode=True) for both phases' first epoch."""
+    from marstune.tuning.train.saved import load_saved_model
+
+    return list(load_saved_model(model, flag="--warm-start model", fix="export it again").get_weights())
 
 
 def _say_data(console: Console, export: Export, data: Prepared) -> None:

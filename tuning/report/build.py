@@ -146,9 +146,12 @@ def examples_section(study: StudyData, enabled: bool, epochs: int, items: int, t
         from marstune.tuning.report import examples as rx
 
         config = best.attrs.get("config") or {**study.spec.get("baseline", {}), **best.params}
-        made = rx.example_predictions(
-            study.spec, config, epochs=epochs, items=items, trial=best.number, threads=threads
-        )
+        if study.best_model is not None:  # the trial's own model: no retraining
+            made = rx.from_kept_model(study.spec, config, study.best_model, threads=threads)
+        else:
+            made = rx.example_predictions(
+                study.spec, config, epochs=epochs, items=items, trial=best.number, threads=threads
+            )
         if isinstance(made, str):
             sec.note = made
         else:

@@ -7,12 +7,15 @@ PNG pasted into a slide shows exactly what the HTML shows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.constants import CLASS_NAMES, SCORED_CLASSES
+from marstune.tuning.study.artifacts import kept_path
 from marstune.tuning.study.lifecycle import stored_spec_raw
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
@@ -46,6 +49,7 @@ class StudyData:
     spec: dict[str, Any]
     trials: list[TrialRow]
     space: dict[str, dict[str, Any]]  # the stored space definition: parameter -> {type, choices|low,high}
+    best_model: Path | None = None  # the best trial's kept model (study/artifacts.py), if any
 
     @property
     def label(self) -> str:
@@ -87,7 +91,8 @@ def load_study_data(storage: BaseStorage, name: str) -> StudyData:
     attrs = study.user_attrs
     spec = stored_spec_raw(storage, study._study_id) or {}  # noqa: SLF001
     search = spec.get("search", {})
-    trials = [_row(t) for t in study.get_trials(deepcopy=False)]
+    frozen = study.get_trials(deepcopy=False)
+    trials = [_row(t) for t in frozen]
     engines = sorted({str(t.attrs.get("engine")) for t in trials if t.attrs.get("engine")})
     return StudyData(
         name=name,
@@ -99,8 +104,17 @@ def load_study_data(storage: BaseStorage, name: str) -> StudyData:
         source=str(attrs.get("data_source", "unknown")),
         spec=spec,
         trials=sorted(trials, key=lambda t: t.number),
-        space=dict(spec.get("space") or _space_from_trials(study.get_trials(deepcopy=False))),
+        space=dict(spec.get("space") or _space_from_trials(frozen)),
+        best_model=_best_model(storage, study, frozen),
     )
+
+
+def _best_model(storage: BaseStorage, study: optuna.Study, frozen: list[FrozenTrial]) -> Path | None:
+    complete = [t for t in frozen if t.state.name == "COMPLETE" and t.value is not None]
+    if not complete:
+        return None
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return kept_path(storage, study._study_id, best)  # noqa: SLF001
 
 
 def _space_from_trials(trials: list[Any]) -> dict[str, dict[str, Any]]:

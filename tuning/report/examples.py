@@ -15,6 +15,8 @@ import numpy as np
 
 from marstune.tuning.constants import CLASS_COLOURS, CLASS_NAMES, MODEL_KEYS, class_label
 
+NO_DATA = "the study's data file {path} is not here (run the report where the study ran, or --no-examples)"
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -47,9 +49,7 @@ def example_predictions(
     raw["train"] = {**raw.get("train", {}), "max_items": max(items, 8), "epochs": epochs}
     path = (raw.get("data") or {}).get("path")
     if path and not Path(path).exists():
-        return (
-            f"the study's data file {path} is not here (run the report where the study ran, or --no-examples)"
-        )
+        return NO_DATA.format(path=path)
     spec = spec_from_stored(raw)
     setup = configure(threads or spec.train.threads, spec.train.mixed_precision)
     from marstune.models.metrics import mean_iou
@@ -74,10 +74,48 @@ def example_predictions(
     )
 
 
+def from_kept_model(
+    spec_raw: dict[str, Any], config: dict[str, Any], model: Path, *, samples: int = 4, threads: int = 0
+) -> Examples | str:
+    """The best trial's own model (its best epoch, kept by the search) on the study's validation split."""
+    from marstune.tuning.config.spec import spec_from_stored
+    from marstune.tuning.train.data import prepare_data
+    from marstune.tuning.train.devices import configure
+
+    path = (spec_raw.get("data") or {}).get("path")
+    if path and not Path(path).exists():
+        return NO_DATA.format(path=path)
+    spec = spec_from_stored({**spec_raw, "objective": {**spec_raw.get("objective", {}), "kind": "unet"}})
+    configure(threads or spec.train.threads, spec.train.mixed_precision)
+    from marstune.models.metrics import mean_iou
+    from marstune.tuning.train.recipe import predict_labels
+    from marstune.tuning.train.saved import kept_model
+
+    data = prepare_data(spec)
+    with kept_model(model) as loaded:
+        predicted = predict_labels(loaded, data.x_val, spec.train.batch_size)
+    k = min(samples, len(data.x_val))
+    return Examples(
+        images=data.x_val[:k],
+        truth=data.y_val[:k],
+        predicted=predicted[:k],
+        miou=float(mean_iou(data.y_val, predicted)),
+        trained_on=len(data.x_train),
+        epochs=0,  # the trial's own: not a retraining
+        source=data.source,
+        config={k: config[k] for k in MODEL_KEYS},
+    )
+
+
 def caption(ex: Examples) -> str:
+    if ex.epochs == 0:
+        return (
+            f"The best trial's own model (its best epoch, kept by the search), configuration {ex.config}, on "
+            f"the held-out images of {ex.source}: mIoU {ex.miou:.3f}."
+        )
     return (
         f"Best configuration {ex.config} retrained for {ex.epochs} epoch(s) on {ex.trained_on} images of "
-        f"{ex.source}; held-out mIoU of this quick run {ex.miou:.3f}."
+        f"{ex.source} (the trial kept no model); held-out mIoU of this quick run {ex.miou:.3f}."
     )
 
 
@@ -108,9 +146,9 @@ def render(ex: Examples, path: Path) -> Path:
                 ax.set_title(title, fontsize=11, fontweight="bold")
     handles = [Patch(color=CLASS_COLOURS[i], label=class_label(name)) for i, name in enumerate(CLASS_NAMES)]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
+    made = "the best trial's own model" if ex.epochs == 0 else f"quick retrain: {ex.epochs} epoch(s)"
     fig.suptitle(
-        f"Example predictions (quick retrain: {ex.epochs} epoch(s), {ex.trained_on} images, "
-        f"held-out mIoU {ex.miou:.3f})",
+        f"Example predictions ({made}, {ex.trained_on} training images, held-out mIoU {ex.miou:.3f})",
         x=0.01,
         ha="left",
         fontweight="bold",

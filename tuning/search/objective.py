@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.config.spec import Spec
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import keras
 
 Report = Callable[[int, float], bool]  # (epoch, val mIoU) -> prune now?
+Keep = Callable[[float], Path | None]  # (best val mIoU) -> where to save the model, or None: not kept
 
 
 @dataclass
@@ -32,6 +34,7 @@ class TrialContext:
     threads: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)  # filled by evaluate: stored as user attributes
     tensorboard_dir: str | None = None  # `tune run --tensorboard`: this trial logs to <dir>/trial-<n>/
+    keep: Keep | None = None  # asked once a trial completes: save its best-epoch model there?
 
 
 def evaluate(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
@@ -103,7 +106,9 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     recipe = training.Recipe.of(spec, config, setup)
     training.fresh_graph(setup, spec.train.seed + ctx.number)
     model, miou = training.compile_unet(config, recipe)
-    tracker = EpochTracker(ctx.report, miou, recipe.patience, items=len(data.x_train))
+    tracker = EpochTracker(
+        ctx.report, miou, recipe.patience, items=len(data.x_train), keep_best=bool(ctx.keep)
+    )
     started = time.perf_counter()
     # No per-batch callback: see EpochTracker.
     history = training.fit(model, data, recipe, [tracker, *_tensorboard(ctx)])
@@ -123,8 +128,19 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     )
     if tracker.best_per_class is not None:
         ctx.attrs["per_class_iou"] = per_class_dict(tracker.best_per_class)
+    finite = all(math.isfinite(v) for v in losses)
+    if (
+        ctx.keep
+        and finite
+        and tracker.pruned_at is None
+        and tracker.best is not None
+        and tracker.best_weights
+    ):
+        path = ctx.keep(tracker.best)
+        if path is not None:  # among the study's top K: the best epoch's weights, as a .keras file
+            training.save_inference_model(config, tracker.best_weights, path)
     del model
-    if any(not math.isfinite(v) for v in losses):
+    if not finite:
         raise TrialFailed(f"loss became NaN at epoch {len(losses)}; try a lower learning_rate")
     if tracker.pruned_at is not None:
         raise Pruned(f"pruned at epoch {tracker.pruned_at + 1}")

@@ -16,12 +16,13 @@ import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.config.spec import Spec
 from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import SpecError
-from marstune.tuning.study import tables
+from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.claim import StudyClaim
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ MUTABLE_KEYS = (
     "search.trials",
     "search.timeout",
     "search.trials_per_process",
+    "search.keep_models",
     "train.threads",
     "data.path",  # another node's copy of the data: its fingerprint is checked instead
 )
@@ -127,6 +129,8 @@ def create_or_join(
         target = spec.space.grid_size() if spec.search.sampler == "grid" else spec.search.trials
         if stored is None:
             storage.set_study_system_attr(study._study_id, tables.SPEC_ATTR, spec.raw)  # noqa: SLF001
+            folder = Path(spec.search.artifacts or artifacts.default_folder(spec.study)).absolute()
+            storage.set_study_system_attr(study._study_id, artifacts.ARTIFACTS_ATTR, str(folder))  # noqa: SLF001
             for key, value in (data.attrs() if data else {}).items():
                 study.set_user_attr(key, value)
             study.set_user_attr("sampler", spec.search.sampler)  # a short summary for `optuna studies`

@@ -33,13 +33,27 @@ _INFINITIES = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 @contextmanager
 def reading(url: str) -> Iterator[sqlalchemy.Connection]:
     """A connection to an existing storage; errors become one line without the password."""
+    with _connected(url, write=False) as conn:
+        yield conn
+
+
+@contextmanager
+def writing(url: str) -> Iterator[sqlalchemy.Connection]:
+    """A connection that commits on success: used only to drop a deleted artifact's link
+    (Optuna's API refuses to change a finished trial's attributes)."""
+    with _connected(url, write=True) as conn:
+        yield conn
+
+
+@contextmanager
+def _connected(url: str, *, write: bool) -> Iterator[sqlalchemy.Connection]:
     import sqlalchemy
     import sqlalchemy.exc
 
     preflight(url, create=False)
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
-        with engine.connect() as conn:
+        with engine.begin() if write else engine.connect() as conn:
             yield conn
     except sqlalchemy.exc.SQLAlchemyError as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -189,3 +203,32 @@ def trials_by_worker(conn: sqlalchemy.Connection, sid: int) -> dict[str, dict[st
     for worker, state, n in _rows(conn, sql, sid=sid):
         out.setdefault(json.loads(worker), {})[str(state).lower()] = int(n)
     return out
+
+
+def trial_artifacts(
+    conn: sqlalchemy.Connection, sid: int, prefix: str
+) -> list[tuple[int, int, float, str, str]]:
+    """(trial_id, number, value, attribute key, metadata JSON) of the completed trials' artifacts."""
+    sql = (
+        "SELECT t.trial_id, t.number, v.value, v.value_type, a.key, a.value_json FROM trials t"
+        " JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0"
+        " JOIN trial_system_attributes a ON a.trial_id = t.trial_id"
+        " WHERE t.study_id = :sid AND t.state = 'COMPLETE' AND a.key LIKE :prefix"
+    )
+    out = []
+    for _, n, v, kind, key, stored in _rows(conn, sql, sid=sid, prefix=f"{prefix}%"):
+        meta = json.loads(stored)
+        meta = json.loads(meta) if isinstance(meta, str) else meta
+        out.append((int(n), _value(v, kind), key, meta))
+    return out
+
+
+def forget_trial_attr(conn: sqlalchemy.Connection, sid: int, number: int, key: str) -> None:
+    """Delete one system attribute of a (finished) trial: the link of an artifact that was deleted."""
+    import sqlalchemy
+
+    sql = (
+        "DELETE FROM trial_system_attributes WHERE key = :key AND trial_id ="
+        " (SELECT trial_id FROM trials WHERE study_id = :sid AND number = :number)"
+    )
+    conn.execute(sqlalchemy.text(sql), {"key": key, "sid": sid, "number": number})

@@ -20,9 +20,16 @@ class EpochTracker(keras.callbacks.Callback):
     the study stores and bench/curves/ replays."""
 
     def __init__(
-        self, report: Callable[[int, float], bool], miou: MeanIoU, patience: int, items: int = 0
+        self,
+        report: Callable[[int, float], bool],
+        miou: MeanIoU,
+        patience: int,
+        items: int = 0,
+        keep_best: bool = False,
     ) -> None:
         super().__init__()
+        self.keep_best = keep_best  # hold the best epoch's weights (host copies) for a kept model
+        self.best_weights: list[np.ndarray] | None = None
         self.report, self.miou, self.patience, self.items = report, miou, patience, items
         self.best: float | None = None
         self.best_per_class: np.ndarray | None = None
@@ -69,6 +76,8 @@ class EpochTracker(keras.callbacks.Callback):
             self.best, self.flat = value, 0
             # After validation the metric holds the validation confusion matrix of this epoch.
             self.best_per_class = np.asarray(self.miou.per_class(), dtype=float)
+            if self.keep_best:
+                self.best_weights = self.model.get_weights()
         else:
             self.flat += 1
         if self.report(epoch, value):

@@ -41,6 +41,7 @@ from marstune.tuning.search.engines.keras_tuner_trials import (
     projects_root,
     recorded_ids,
 )
+from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.progress import Progress
 from marstune.tuning.study.lifecycle import best_trial, counts, create_or_join, finished, target_of
 from marstune.tuning.study.storage import open_storage
@@ -216,6 +217,7 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
         options.threads,
         target,
         tensorboard_dir=options.tensorboard_dir,
+        keeper=ModelKeeper(storage_url, spec.study, spec.search.keep_models),
     )
     job.recorded = recorded_ids(study, project)
     job.expect_baseline = not any(t.params == job.baseline() for t in study.get_trials(deepcopy=False))
@@ -231,6 +233,8 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
             tuner.search(verbose=0)
     except _Fatal as exc:
         raise exc.original from None
+    finally:
+        job.keeper.close()
     c = counts(study)
     done = finished(c)
     if done < target and job.budget_left() > 0 and not options.quiet:

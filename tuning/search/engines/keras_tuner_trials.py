@@ -29,9 +29,10 @@ from marstune.tuning.errors import FatalError, TrialFailed, one_line
 from marstune.tuning.outputs import write_atomically
 from marstune.tuning.search import failures
 from marstune.tuning.search.interrupts import StopRequest
+from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.search.progress import Progress
-from marstune.tuning.study import tables
+from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.lifecycle import FailKind, best_trial, counts, finished, worker_name
 
 ENGINE = "keras-tuner"
@@ -58,6 +59,7 @@ class TrialRecord:
     intermediate: dict[int, float] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     fail_reason: str = ""
+    links: dict[str, str] = field(default_factory=dict)  # trial system attributes: its kept model
 
     def save(self, folder: Path) -> None:
         # Atomic: a crash leaves the old record or the new one.
@@ -123,7 +125,7 @@ def add_to_study(
         "keras_tuner_project": project,
         "keras_tuner_sampler": sampler,
     }
-    system: dict[str, Any] = {}
+    system: dict[str, Any] = dict(record.links) if complete else {}
     if not complete:
         attrs["fail_reason"] = record.fail_reason or "Keras Tuner marked the trial failed"
         system[tables.FAIL_KIND_ATTR] = str(FailKind.ERROR)
@@ -168,6 +170,7 @@ class Job:
     failed: int = 0
     tensorboard_dir: str | None = None
     worker: str = field(default_factory=worker_name)
+    keeper: ModelKeeper | None = None
 
     def finished(self) -> int:
         return finished(counts(self.study))
@@ -216,6 +219,7 @@ class Job:
             first_attempt=kt_id not in self.resumed,
             threads=self.threads,
             tensorboard_dir=self.tensorboard_dir,
+            keep=self.keeper.decide if self.keeper is not None else None,
         )
         clock = time.perf_counter()
         try:
@@ -227,6 +231,10 @@ class Job:
             record.fail_reason = one_line(exc)
         record.attrs.update(ctx.attrs)
         record.attrs.update(worker=self.worker, wall_seconds=round(time.perf_counter() - clock, 3))
+        saved = self.keeper.file if self.keeper is not None else None
+        if saved is not None and saved.is_file():  # into the study's store now, linked when stored
+            record.links = artifacts.stored_link(self.study, saved)
+            saved.unlink()
         if self.expect_baseline and params == self.baseline():
             record.attrs["enqueued_as"] = "baseline"  # the key the Optuna engine uses for its baseline
             self.expect_baseline = False
@@ -261,6 +269,8 @@ class Job:
         number = self.recorded[kt_id]
         self.ran += 1
         if status == "COMPLETED":
+            if record.links and self.keeper is not None:
+                self.keeper.prune(self.study._storage)  # noqa: SLF001 - back to the top K kept models
             self.progress.trial_finished(number, "complete", record.value)
             return
         self.failed += 1

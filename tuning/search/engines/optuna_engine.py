@@ -9,6 +9,8 @@ failure rule (search/failures.py) stops every worker when the study's last trial
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -16,11 +18,12 @@ from optuna.trial import TrialState
 
 from marstune.tuning.config.space import Categorical, Int, Space
 from marstune.tuning.config.spec import DEFAULTS, Spec
-from marstune.tuning.errors import FatalError, Pruned, TrialFailed, TuneError, one_line
+from marstune.tuning.errors import FatalError, Pruned, TrialFailed, one_line
 from marstune.tuning.search import failures
 from marstune.tuning.search.engines import OptunaOptions, RunSummary
 from marstune.tuning.search.interrupts import StopRequest
 from marstune.tuning.search.joining import join
+from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.search.progress import Progress
 from marstune.tuning.search.reaper import Reaper
@@ -89,8 +92,9 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     stops = StopRequest()
     reaper = Reaper(study, storage_url)
     deadline = options.deadline or (time.time() + spec.search.timeout if spec.search.timeout else None)
-    objective = _Objective(spec, progress, options, stops, reaper)
-    with stops:
+    keeper = ModelKeeper(storage_url, spec.study, spec.search.keep_models)
+    objective = _Objective(spec, progress, options, stops, reaper, keeper)
+    with stops, _closing(keeper):
         try:
             failures.check(study)  # a study stopped for failing is not restarted blindly
             while not (options.max_trials and ran >= options.max_trials):
@@ -112,6 +116,8 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                         continue
                     objective.begin(claim, lifecycle.finished(c))
                     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                if objective.kept:
+                    keeper.prune(study._storage)  # noqa: SLF001 - back to the top K kept models
                 if objective.duplicate:
                     duplicates += 1
                     if duplicates >= MAX_DUPLICATES_IN_A_ROW:
@@ -153,15 +159,17 @@ class _Objective:
     """Optuna's objective: params from the space, context for `evaluate`, reasons into user attributes."""
 
     def __init__(
-        self, spec: Spec, progress: Progress, options: OptunaOptions, stops: StopRequest, reaper: Reaper
+        self,
+        spec: Spec,
+        progress: Progress,
+        options: OptunaOptions,
+        stops: StopRequest,
+        reaper: Reaper,
+        keeper: ModelKeeper,
     ) -> None:
-        self.spec, self.progress, self.options, self.stops, self.reaper = (
-            spec,
-            progress,
-            options,
-            stops,
-            reaper,
-        )
+        self.spec, self.progress, self.options = spec, progress, options
+        self.stops, self.reaper, self.keeper = stops, reaper, keeper
+        self.kept = False
         self.worker = lifecycle.worker_name()
         self.claim: StudyClaim | None = None
         self.done = 0
@@ -170,7 +178,7 @@ class _Objective:
         self.current: int | None = None  # the trial id in flight, for a re-queue after an interrupt
 
     def begin(self, claim: StudyClaim, done: int) -> None:
-        self.claim, self.done, self.failed, self.duplicate = claim, done, "", False
+        self.claim, self.done, self.failed, self.duplicate, self.kept = claim, done, "", False, False
 
     def __call__(self, trial: optuna.Trial) -> float:
         assert self.claim is not None
@@ -207,6 +215,7 @@ class _Objective:
             first_attempt=retry_of is None,
             threads=self.options.threads,
             tensorboard_dir=self.options.tensorboard_dir,
+            keep=self.keeper.decide,
         )
         started = time.perf_counter()
         try:
@@ -231,6 +240,7 @@ class _Objective:
             self.progress.trial_finished(trial.number, "failed", None, reason)
             raise TrialFailed(reason) from None
         self._attrs(trial, ctx.attrs, started)
+        self.kept = self.keeper.store(trial) is not None  # linked while the trial still runs
         self.progress.trial_finished(trial.number, "complete", value)
         self.current = None
         return value
@@ -253,11 +263,16 @@ class _Objective:
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
 
 
+@contextmanager
+def _closing(keeper: ModelKeeper) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        keeper.close()
+
+
 def placeholder_spec(study: str) -> Spec:
     """A spec naming only the study, for `tune worker`: the real one is read from the study."""
     from marstune.tuning.config.spec import spec_from_stored
 
     return spec_from_stored({"study": study or DEFAULTS["study"]})
-
-
-__all__ = ["TuneError", "next_action", "placeholder_spec", "run", "suggest"]

@@ -1,0 +1,109 @@
+"""Kept models: the top K trials' best-epoch weights in Optuna's artifact store, used by export, predict,
+the report and the final run; every load with safe_mode=True."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from marstune.tuning.study import artifacts
+from marstune.tuning.study.artifacts import AllStudiesStore, KeptModel, makes_the_cut
+from marstune.tuning.study.storage import open_storage
+from tests.conftest import run_tune
+
+TINY = (
+    "--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24",
+    "--set", "train.batch_size=8", "--set", "search.trials_per_process=0", "-q",
+)  # fmt: skip
+
+
+def test_only_a_score_among_the_top_k_is_kept() -> None:
+    kept = [KeptModel(t, v, f"id{t}", Path("x")) for t, v in ((0, 0.5), (1, 0.4))]
+    assert makes_the_cut(0.1, kept[:1], 2)  # room left
+    assert makes_the_cut(0.45, kept, 2) and not makes_the_cut(0.3, kept, 2)
+    assert not makes_the_cut(0.99, [], 0)  # keep_models=0 keeps nothing
+
+
+def test_one_store_serves_every_studys_folder(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (b / "id-1").write_bytes(b"model")
+    store = AllStudiesStore([a, b])
+    assert store.open_reader("id-1").read() == b"model"
+    store.write("id-2", io.BytesIO(b"new"))
+    assert (a / "id-2").read_bytes() == b"new"
+    store.remove("id-1")
+    assert not (b / "id-1").exists()
+    with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
+        store.open_reader("id-1")
+
+
+@pytest.mark.slow
+def test_the_top_k_models_are_kept_linked_and_used(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
+    assert run_tune(*run, "--trials", "4", cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="unet-mars", storage=open_storage(url))
+    complete = sorted(study.trials, key=lambda t: -t.value)
+    linked = [t for t in complete if any(k.startswith("artifacts:") for k in t.system_attrs)]
+    assert [t.number for t in linked] == [t.number for t in complete[:2]]  # the top 2, no more
+    folder = tmp_path / "studies" / "unet-mars" / "artifacts"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted(
+        k.removeprefix("artifacts:") for t in linked for k in t.system_attrs
+    )  # nothing dangles
+
+    exported = run_tune("export-best", "--storage", url, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    best = yaml.safe_load((tmp_path / "studies" / "unet-mars.best.yaml").read_text())
+    model_file = tmp_path / "studies" / best["model"]
+    assert best["model"] == "unet-mars.best.keras" and model_file.is_file()
+
+    import keras
+
+    import marstune.models.metrics  # noqa: F401
+    from marstune.tuning.config.spec import spec_from_stored
+    from marstune.tuning.study.lifecycle import stored_spec_raw
+    from marstune.tuning.train.data import prepare_data
+
+    model = keras.saving.load_model(model_file, safe_mode=True)
+    spec = spec_from_stored(stored_spec_raw(study._storage, study._study_id))
+    data = prepare_data(spec)
+    predicted = np.argmax(model.predict(data.x_val[..., None] / 255.0, verbose=0), axis=-1)
+    from marstune.models.metrics import mean_iou
+
+    # The kept model is the best trial's best epoch: it scores what the trial reported.
+    assert mean_iou(data.y_val, predicted) == pytest.approx(complete[0].value, abs=1e-6)
+
+    assert (
+        run_tune(
+            "data", "synth", "--n-train", "8", "--n-test", "6", "--out", "t.npz", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    predicted_csv = run_tune(
+        "predict", "--study", "unet-mars", "--storage", url, "--data", "t.npz", cwd=tmp_path
+    )
+    assert predicted_csv.returncode == 0, predicted_csv.stderr
+    assert len((tmp_path / "submission.csv").read_text().splitlines()) == 7  # header + 6 images
+
+    # More trials: still the top 2 only; models that fell out are deleted with their links.
+    assert run_tune(*run, "--trials", "7", cwd=tmp_path).returncode == 0
+    trials = optuna.load_study(study_name="unet-mars", storage=open_storage(url)).trials
+    linked = [t for t in trials if any(k.startswith("artifacts:") for k in t.system_attrs)]
+    top = sorted((t for t in trials if t.value is not None), key=lambda t: -t.value)[:2]
+    assert sorted(t.number for t in linked) == sorted(t.number for t in top)
+    assert len(list(folder.iterdir())) == 2
+    with artifacts_connection(url) as conn:
+        assert [k.trial for k in artifacts.kept_models(conn, 1)] == [t.number for t in top]
+
+
+def artifacts_connection(url: str):  # noqa: ANN201 - a context manager from study/tables
+    from marstune.tuning.study import tables
+
+    return tables.reading(url)

@@ -1,0 +1,174 @@
+"""Kept models: the best-epoch weights of a study's top K completed trials, in Optuna's artifact store.
+
+Each kept model is a `.keras` file uploaded with `optuna.artifacts` while its trial runs, so the trial
+links it (system attribute `artifacts:<id>`) and optuna-dashboard lists and serves it. The store is a
+FileSystemArtifactStore in the folder the study recorded when it was made (study system attribute
+`tune:artifacts`, an absolute path): studies/<study>/artifacts by default, a shared path on a cluster
+(`search.artifacts`). A model that falls out of the top K is deleted with its link, so nothing dangles.
+Export, predict, the report and the final run read the models back; every load keeps safe_mode=True.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from marstune.tuning.errors import StorageError
+from marstune.tuning.study import tables
+
+if TYPE_CHECKING:
+    import optuna
+    import sqlalchemy
+    from optuna.artifacts import FileSystemArtifactStore
+
+ARTIFACTS_ATTR = "tune:artifacts"  # study system attribute: the kept models' folder (absolute)
+MODEL_FILE = "model.keras"  # what a kept model's artifact is called (the dashboard shows the name)
+PREFIX = "artifacts:"  # Optuna's trial system attribute prefix for artifact metadata
+
+
+def default_folder(study: str) -> Path:
+    return Path("studies") / study / "artifacts"
+
+
+def store_at(folder: str | Path) -> FileSystemArtifactStore:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(Path(folder))
+
+
+def folder_of(study: optuna.Study) -> Path:
+    """The study's artifacts folder, recorded at creation (older studies: the default, recorded now)."""
+    storage, sid = study._storage, study._study_id  # noqa: SLF001 - Study hides its storage and id
+    found = storage.get_study_system_attrs(sid).get(ARTIFACTS_ATTR)
+    if found is None:
+        found = str(default_folder(study.study_name).absolute())
+        storage.set_study_system_attr(sid, ARTIFACTS_ATTR, found)
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    trial: int  # the trial's number
+    value: float
+    artifact_id: str
+    folder: Path
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.artifact_id
+
+
+def kept_path(
+    storage: optuna.storages.BaseStorage, study_id: int, trial: optuna.trial.FrozenTrial
+) -> Path | None:
+    """The file of a trial's kept model (from Optuna's objects), or None."""
+    folder = storage.get_study_system_attrs(study_id).get(ARTIFACTS_ATTR)
+    for key, meta in trial.system_attrs.items():
+        decoded = json.loads(meta) if isinstance(meta, str) else meta
+        if folder and key.startswith(PREFIX) and decoded and decoded.get("filename") == MODEL_FILE:
+            path = Path(folder) / key.removeprefix(PREFIX)
+            return path if path.is_file() else None
+    return None
+
+
+def keep(trial: optuna.Trial, file: Path) -> str:
+    """Upload a finished trial's model while the trial still runs (Optuna links only running trials)."""
+    import optuna
+
+    store = store_at(folder_of(trial.study))
+    return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file), study_or_trial=trial)
+
+
+def stored_link(study: optuna.Study, file: Path) -> dict[str, str]:
+    """Write a model into the study's store now and return the trial system attribute that links it, for
+    trials added whole (`study.add_trial`, the Keras Tuner engine) rather than run through Optuna."""
+    import uuid
+
+    artifact_id = str(uuid.uuid4())
+    with file.open("rb") as source:
+        store_at(folder_of(study)).write(artifact_id, source)
+    meta = {"artifact_id": artifact_id, "filename": MODEL_FILE, "mimetype": "application/octet-stream"}
+    return {PREFIX + artifact_id: json.dumps({**meta, "encoding": None})}
+
+
+class AllStudiesStore:
+    """One artifact store over every study's folder, for optuna-dashboard (it serves all studies)."""
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.folders = [Path(f) for f in folders] or [Path("studies") / "artifacts"]
+
+    def _where(self, artifact_id: str) -> Path:
+        for folder in self.folders:
+            if (folder / artifact_id).is_file():
+                return folder
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        raise ArtifactNotFound(f"no artifact {artifact_id} in {', '.join(map(str, self.folders))}")
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return store_at(self._where(artifact_id)).open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        store_at(self.folders[0]).write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        store_at(self._where(artifact_id)).remove(artifact_id)
+
+
+def all_folders(conn: sqlalchemy.Connection) -> list[Path]:
+    """The artifacts folder of every study in the storage."""
+    found = (
+        tables.study_system_attrs(conn, sid).get(ARTIFACTS_ATTR) for sid in tables.study_ids(conn).values()
+    )
+    return sorted({Path(f) for f in found if f})
+
+
+def kept_models(conn: sqlalchemy.Connection, sid: int) -> list[KeptModel]:
+    """Every kept model of study `sid`, best first (plain SQL: no Optuna import)."""
+    folder = tables.study_system_attrs(conn, sid).get(ARTIFACTS_ATTR)
+    if folder is None:
+        return []
+    out = []
+    for number, value, key, meta in tables.trial_artifacts(conn, sid, PREFIX):
+        if meta and meta.get("filename") == MODEL_FILE:
+            out.append(KeptModel(number, value, key.removeprefix(PREFIX), Path(folder)))
+    return sorted(out, key=lambda k: (-k.value, k.trial))
+
+
+def makes_the_cut(value: float, kept: Sequence[KeptModel], keep_models: int) -> bool:
+    """Would a trial scoring `value` be among the top `keep_models` kept models?"""
+    if keep_models <= 0:
+        return False
+    return len(kept) < keep_models or value > min(k.value for k in kept)
+
+
+def prune(url: str, study: str, keep_models: int) -> list[KeptModel]:
+    """Delete kept models beyond the top `keep_models` (file and link); returns what was deleted.
+
+    Run under the study claim by the engine, so two workers never delete the same model twice.
+    """
+    with tables.writing(url) as conn:
+        sid = tables.study_id(conn, study)
+        gone = kept_models(conn, sid)[max(0, keep_models) :]
+        for model in gone:
+            model.path.unlink(missing_ok=True)
+            tables.forget_trial_attr(conn, sid, model.trial, PREFIX + model.artifact_id)
+    return gone
+
+
+def best_kept(url: str, study: str) -> KeptModel | None:
+    """The best trial's kept model, if it has one."""
+    with tables.reading(url) as conn:
+        sid = tables.study_id(conn, study)
+        best = tables.best_trial_id(conn, sid)
+        models = [k for k in kept_models(conn, sid) if best is not None and k.trial == best[1]]
+    if models and not models[0].path.is_file():
+        raise StorageError(
+            f"the kept model of trial {models[0].trial} is not at {models[0].path}; run this where the "
+            "study's artifacts folder is reachable (search.artifacts)"
+        )
+    return models[0] if models else None
