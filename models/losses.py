@@ -42,8 +42,9 @@ from keras import ops
 
 from marstune.data.layout import BACKGROUND
 from marstune.models.class_weights import LossConfigError, check_class_weights
+from marstune.models.settings import FOCAL_GAMMA, LOSS_NAMES, LOSS_PARAMETERS
 
-FOCAL_GAMMA = 2.0  # Lin et al.'s best value; the search varies it
+__all__ = ["FOCAL_GAMMA", "LOSS_NAMES", "LOSS_PARAMETERS", "LossConfigError", "build_loss"]
 
 
 def _check_gamma(gamma: float) -> float:
@@ -160,14 +161,7 @@ LOSSES: dict[str, LossFactory] = {
     "focal": lambda weights, gamma: FocalCrossEntropy(weights, gamma, name="focal"),
     "dice_crossentropy": lambda weights, gamma: DiceCrossEntropy(weights, name="dice_crossentropy"),
 }
-LOSS_NAMES = tuple(LOSSES)
-# Which of build_loss's arguments change each loss, so a search space can sample them conditionally.
-LOSS_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "crossentropy": (),
-    "weighted_crossentropy": ("class_weights",),
-    "focal": ("class_weights", "focal_gamma"),
-    "dice_crossentropy": ("class_weights",),
-}
+assert tuple(LOSSES) == LOSS_NAMES, "models/settings.py names every loss, in this order"
 
 
 def build_loss(

@@ -18,7 +18,10 @@ from marstune.tuning.errors import SpecError
 
 # What a trial may tune. Model keys go to build_unet; training keys to the optimizer and the data pipeline.
 TRAIN_KEYS = ("learning_rate", "batch_size")
-TUNABLE = MODEL_KEYS + TRAIN_KEYS
+# The loss and its class weighting (models/losses.py): searchable like the model; the spec's `loss`
+# section gives the values when a study does not search them.
+LOSS_KEYS = ("loss", "class_weight_exponent", "focal_gamma")
+TUNABLE = MODEL_KEYS + TRAIN_KEYS + LOSS_KEYS
 
 Scalar = int | float | str | bool
 

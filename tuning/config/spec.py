@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marstune.tuning.config.space import MODEL_KEYS, TUNABLE, Space, parse_space
 from marstune.tuning.errors import SpecError
@@ -67,6 +67,14 @@ DEFAULTS: dict[str, Any] = {
         "keep_models": 5,
         "artifacts": None,  # kept models' folder; None = studies/<study>/artifacts; clusters: a shared path
     },
+    # The loss when a study does not search it: the seed's cross-entropy, so studies stay comparable.
+    "loss": {
+        "name": "crossentropy",  # crossentropy, weighted_crossentropy, focal or dice_crossentropy
+        # Class weights = training-set frequency ** -exponent (background ignored, capped at 20x):
+        # 0 = unweighted, 0.5 = inverse square root, 1 = inverse frequency.
+        "class_weight_exponent": 0.5,
+        "focal_gamma": 2.0,  # focal only; Lin et al.'s best value
+    },
     "objective": {
         "kind": "unet",  # unet = train the model; analytic = a closed-form stand-in for service tests
         "sleep": 0.0,  # analytic only: seconds per epoch, to mimic training time
@@ -114,6 +122,25 @@ class SearchSpec(_Section):
     artifacts: str | None
 
 
+class LossSpec(_Section):
+    name: str
+    class_weight_exponent: float = Field(ge=0)
+    focal_gamma: float = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from marstune.models.settings import LOSS_NAMES  # the one list of loss names
+
+        if name not in LOSS_NAMES:
+            raise ValueError(f"must be one of {', '.join(LOSS_NAMES)}")
+        return name
+
+    def as_params(self) -> dict[str, Any]:
+        """The loss keys of a trial's configuration (what the space calls them)."""
+        return {"loss": self.name, **self.model_dump(exclude={"name"})}
+
+
 class ObjectiveSpec(_Section):
     kind: Literal["unet", "analytic"]
     sleep: float = Field(ge=0)
@@ -134,6 +161,7 @@ class Spec:
     search: SearchSpec
     objective: ObjectiveSpec
     raw: dict[str, Any]
+    loss: LossSpec = LossSpec.model_validate(DEFAULTS["loss"])
 
     def config_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's full configuration: the baseline with the searched params on top."""
@@ -241,6 +269,7 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
         ("data", DataSpec),
         ("search", SearchSpec),
         ("objective", ObjectiveSpec),
+        ("loss", LossSpec),
     ):
         try:
             sections[name] = model.model_validate(raw[name])
@@ -248,7 +277,10 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in (name, *err["loc"]))
             raise SpecError(f"{field}: {err['msg']}, got {err.get('input')!r} ({source})") from None
-    return Spec(study=study, space=space, baseline=dict(baseline), raw=raw, **sections)
+    # The baseline is the seed's model with the spec's loss unless it names its own.
+    full = {**sections["loss"].as_params(), **baseline}
+    check_loss_space(space, full, f"{source}, space")
+    return Spec(study=study, space=space, baseline=full, raw=raw, **sections)
 
 
 # ASCII only and short: the name becomes file names (studies/<name>.best.yaml, studies/<name>/...).
@@ -263,6 +295,22 @@ def check_study_name(name: Any, where: str = "--study") -> str:
             f"digit, got {shown} ({where})"
         )
     return name
+
+
+def check_loss_space(space: Space, baseline: Mapping[str, Any], where: str) -> None:
+    """The searched loss keys hold values the losses take (names, exponents and gammas >= 0)."""
+    from marstune.models.settings import LOSS_NAMES
+
+    for name, param in space.params.items():
+        values = param.extremes()
+        if name == "loss" and not all(v in LOSS_NAMES for v in values):
+            raise SpecError(
+                f"`loss` choices must be among {list(LOSS_NAMES)}, got {list(values)} ({where}.loss)"
+            )
+        if name in ("class_weight_exponent", "focal_gamma") and min(values) < 0:
+            raise SpecError(f"`{name}` must be >= 0, got low {min(values)} ({where}.{name})")
+    if baseline.get("loss") not in LOSS_NAMES:
+        raise SpecError(f"baseline `loss` must be one of {list(LOSS_NAMES)}, got {baseline.get('loss')!r}")
 
 
 def check_buildable(space: Space, baseline: Mapping[str, Any], where: str) -> None:

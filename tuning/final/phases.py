@@ -106,7 +106,8 @@ def train_pix2pix(p: Phase, seg_weight: float) -> PhaseResult:
 
     ck = Checkpoint(p.out, "pix2pix")
     training.fresh_graph(p.setup, p.spec.train.seed + ck.state()["epoch"])  # a resumed run draws anew
-    model = build_pix2pix({k: p.config[k] for k in MODEL_KEYS}, seg_weight=seg_weight)
+    seg_loss = training.make_loss(p.recipe, p.data)  # the search's loss: one definition for every run
+    model = build_pix2pix({k: p.config[k] for k in MODEL_KEYS}, seg_weight=seg_weight, seg_loss=seg_loss)
     model.compile(jit_compile=p.recipe.jit_compile)  # Adam 2e-4, beta1 0.5 for both players
     if p.initial_weights is not None and ck.folder() is None:  # a fresh run: the generator starts there
         model.generator.set_weights(p.initial_weights)
@@ -129,7 +130,7 @@ def train_unet(p: Phase) -> PhaseResult:
     """The plain U-Net as the search trained it (the same recipe), for the same epochs."""
     ck = Checkpoint(p.out, "unet")
     training.fresh_graph(p.setup, p.spec.train.seed + ck.state()["epoch"])
-    model, miou = training.compile_unet(p.config, p.recipe)
+    model, miou = training.compile_unet(p.config, p.recipe, p.data)
     if p.initial_weights is not None and ck.folder() is None:  # the same start as the generator
         model.set_weights(p.initial_weights)
     model.optimizer.build(model.trainable_variables)  # slots must exist before saved state is loaded

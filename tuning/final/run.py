@@ -97,6 +97,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         "seed": spec.train.seed,
         "lambda": lam,
         "warm_start": str(export.model) if opts.warm_start else None,
+        "loss": {k: export.config.get(k, v) for k, v in spec.loss.as_params().items()},
     }
     out, epochs = _prepare_out(opts, export.study, spec.train.epochs, settings)
 

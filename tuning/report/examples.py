@@ -58,7 +58,7 @@ def example_predictions(
     data = prepare_data(spec)
     recipe = training.Recipe.of(spec, config, setup)
     training.fresh_graph(setup, spec.train.seed + trial)  # the trial's own seed (search/objective.py)
-    model, _ = training.compile_unet(config, recipe)
+    model, _ = training.compile_unet(config, recipe, data)
     training.fit(model, data, recipe, [])
     predicted = training.predict_labels(model, data.x_val, recipe.batch_size)
     k = min(samples, len(data.x_val))

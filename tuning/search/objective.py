@@ -105,7 +105,7 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     data = prepare_data(spec)
     recipe = training.Recipe.of(spec, config, setup)
     training.fresh_graph(setup, spec.train.seed + ctx.number)
-    model, miou = training.compile_unet(config, recipe)
+    model, miou = training.compile_unet(config, recipe, data)
     tracker = EpochTracker(
         ctx.report, miou, recipe.patience, items=len(data.x_train), keep_best=bool(ctx.keep)
     )
@@ -123,6 +123,8 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
             "device": setup.device,
             "precision": setup.precision,
             "params": int(model.count_params()),
+            "loss": recipe.loss,
+            "class_weights": training.class_weights_for(recipe, data),
             "epoch_log": tracker.log,
         }
     )

@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marstune.tuning.config.spec import Spec
+from marstune.tuning.config.spec import Spec, spec_from_stored
 from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import SpecError
 from marstune.tuning.study import artifacts, tables
@@ -139,7 +139,8 @@ def create_or_join(
                 kind = "baseline" if k == 0 else spec.search.sampler
                 study.enqueue_trial(params, user_attrs={ENQUEUED_AS: kind})
             return study, notes
-        differences = spec_differences(stored, spec.raw)
+        # Both sides over today's defaults: a section added since the study was made is not a difference.
+        differences = spec_differences(spec_from_stored(stored).raw, spec.raw)
         if differences:
             raise SpecError(
                 f"study {spec.study!r} exists with another spec ({'; '.join(differences)}); "

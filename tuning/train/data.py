@@ -26,6 +26,7 @@ class Prepared:
     fingerprint: str
     synthetic: bool
     removed: int
+    class_frequencies: np.ndarray  # (5,) pixel shares of the training split: the loss's class weights
 
 
 _cache: dict[tuple[object, ...], Prepared] = {}
@@ -61,6 +62,8 @@ def prepare_data(spec: Spec) -> Prepared:
         train_idx, val_idx = split_indices(len(data.images), spec.train.val_fraction, spec.train.seed)
     except Exception as exc:
         raise (translate(exc) or exc) from None
+    from marstune.data.frequencies import class_frequencies
+
     prepared = Prepared(
         data.images[train_idx],
         data.labels[train_idx],
@@ -70,6 +73,7 @@ def prepare_data(spec: Spec) -> Prepared:
         data.fingerprint,
         spec.data.path is None,
         removed,
+        class_frequencies(data.labels[train_idx]),
     )
     _cache[key] = prepared
     return prepared

@@ -40,6 +40,9 @@ class Recipe:
     seed: int
     augment: bool
     jit_compile: bool
+    loss: str  # a name of models/settings.LOSS_NAMES
+    class_weight_exponent: float  # class weights = training frequency ** -exponent (losses that read them)
+    focal_gamma: float
 
     @classmethod
     def of(cls, spec: Spec, config: Mapping[str, Any], setup: DeviceSetup) -> Recipe:
@@ -53,6 +56,9 @@ class Recipe:
             seed=spec.train.seed,
             augment=spec.train.augment,
             jit_compile=setup.jit_compile,
+            loss=str(config.get("loss", spec.loss.name)),
+            class_weight_exponent=float(config.get("class_weight_exponent", spec.loss.class_weight_exponent)),
+            focal_gamma=float(config.get("focal_gamma", spec.loss.focal_gamma)),
         )
 
 
@@ -69,8 +75,30 @@ def fresh_graph(setup: DeviceSetup, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def compile_unet(config: Mapping[str, Any], recipe: Recipe) -> tuple[keras.Model, MeanIoU]:
-    """build_unet(config) compiled with the recipe's optimizer, the loss and the challenge's mIoU."""
+def class_weights_for(recipe: Recipe, data: Prepared) -> tuple[float, ...] | None:
+    """The recipe's class weights from the training split's frequencies, for the losses that read them."""
+    from marstune.models.class_weights import class_weights
+    from marstune.models.settings import LOSS_PARAMETERS
+
+    if "class_weights" not in LOSS_PARAMETERS.get(recipe.loss, ()):
+        return None
+    return class_weights(data.class_frequencies, recipe.class_weight_exponent)
+
+
+def make_loss(recipe: Recipe, data: Prepared) -> keras.losses.Loss:
+    """THE loss of a run: trials, the final run (Pix2Pix's segmentation term and the plain U-Net) and the
+    report all train with this."""
+    from marstune.models.losses import build_loss
+
+    try:
+        weights = class_weights_for(recipe, data)
+        return build_loss(recipe.loss, class_weights=weights, focal_gamma=recipe.focal_gamma)
+    except Exception as exc:
+        raise (translate(exc) or exc) from None
+
+
+def compile_unet(config: Mapping[str, Any], recipe: Recipe, data: Prepared) -> tuple[keras.Model, MeanIoU]:
+    """build_unet(config) compiled with the recipe's optimizer, its loss and the challenge's mIoU."""
     from marstune.models.metrics import MeanIoU
     from marstune.models.unet import build_unet
 
@@ -81,7 +109,7 @@ def compile_unet(config: Mapping[str, Any], recipe: Recipe) -> tuple[keras.Model
     miou = MeanIoU()
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, recipe.learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=make_loss(recipe, data),
         metrics=[miou],
         jit_compile=recipe.jit_compile,
     )
