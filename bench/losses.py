@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import REPO, machine_state, say
+from marstune.models.settings import LOSS_NAMES
 
 SEEDS = (0, 1, 2)
 SCORED = ("soil", "bedrock", "sand", "big_rock")
@@ -33,8 +34,7 @@ def search(folder: Path, items: int, epochs: int, trials: int) -> dict[str, Any]
     spec.write_text(
         "study: losses\n"
         "space:\n"
-        "  loss: {type: categorical, choices: [crossentropy, weighted_crossentropy, focal, dice_crossentropy]}"
-        "\n"
+        f"  loss: {{type: categorical, choices: [{', '.join(LOSS_NAMES)}]}}\n"
         "  class_weight_exponent: {type: float, low: 0.0, high: 1.0}\n"
         "  focal_gamma: {type: float, low: 0.5, high: 4.0}\n"
         f"train: {{epochs: {epochs}, patience: 0}}\n"
@@ -117,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, runs in rows.items():
         cells = [_cell([r[c] for r in runs]) for c in (*SCORED, "mIoU")]
         say(f"| {label} | {' | '.join(cells)} |")
-    say(
-        "",
-        f"searched loss: {best}; {len(SEEDS)} seeds; {args.epochs} epochs; held-out {len(held_out.images)} pairs",
-    )
+    budget = f"{len(SEEDS)} seeds; {args.epochs} epochs; held-out {len(held_out.images)} pairs"
+    say("", f"searched loss: {best}; {budget}")
     say(f"end: {machine_state()}", f"(run from {REPO})")
     return 0
 
