@@ -154,6 +154,7 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
     """Optuna trials run in worker processes (recycled every few trials, or several at once); None when
     this process runs the engine itself."""
     import os
+    import time
 
     from marstune.tuning.study.lifecycle import prepare_study
     from marstune.tuning.workers.child import ChildTask
@@ -175,6 +176,8 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         deadline=deadline_of(spec.search.timeout),
         tensorboard_dir=options.tensorboard_dir,
         parent_pid=os.getpid(),
+        run_started=time.time(),
+        done_at_start=finished_trials(url, spec.study),
     )
     from marstune.tuning.cli.summary import print_workers
 
@@ -191,6 +194,15 @@ def _say_workers(url: str, plans: list, every: int) -> None:  # type: ignore[typ
     many = "s" if len(plans) > 1 else ""
     where = f"{display_url(url)} ({gpus}{recycling})"
     stderr(f"[tune] {len(plans)} worker{many} x {plans[0].threads} threads on {where}")
+
+
+def finished_trials(url: str, study: str) -> int:
+    """Complete + pruned trials of the study now (the run's pace is measured from here)."""
+    from marstune.tuning.study import tables
+
+    with tables.reading(url) as conn:
+        states = tables.state_counts(conn, tables.study_id(conn, study))
+    return states["complete"] + states["pruned"]
 
 
 def trials_per_process(spec: Spec) -> int:

@@ -55,7 +55,7 @@ def worker(
     import os
     import time
 
-    from marstune.tuning.cli.run import _say_workers, trials_per_process
+    from marstune.tuning.cli.run import _say_workers, finished_trials, trials_per_process
     from marstune.tuning.cli.summary import print_summary, print_workers
     from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
     from marstune.tuning.search.engines import OptunaOptions
@@ -89,6 +89,8 @@ def worker(
             deadline=deadline_of(stored.search.timeout),
             tensorboard_dir=board,
             parent_pid=os.getpid(),
+            run_started=started,
+            done_at_start=finished_trials(url, name),
         )
         code, slots = run_pool(name, url, plans, task)
         print_workers(url, name, slots)

@@ -18,12 +18,25 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, study: str, target: int, *, quiet: bool = False, epochs: int = 0) -> None:
+    """The clock is the run's, not the process's: `run_started` (epoch seconds) and the study's finished
+    trials then (`done_at_start`) come from the command the user started, so elapsed time and ETA carry
+    over recycled worker processes, and the pace counts every worker of the run."""
+
+    def __init__(
+        self,
+        study: str,
+        target: int,
+        *,
+        quiet: bool = False,
+        epochs: int = 0,
+        run_started: float | None = None,
+        done_at_start: int | None = None,
+    ) -> None:
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)  # logs: one line per event
         self.study, self.target, self.quiet, self.epochs = study, target, quiet, epochs
-        self.started = time.monotonic()
-        self.trial_started_at = self.started
-        self.trials_done_here = 0
+        self.run_started = time.time() if run_started is None else run_started
+        self.done_at_start = done_at_start
+        self.trial_started_at = time.monotonic()
         self.done_in_study = 0
         self.best: float | None = None
 
@@ -31,13 +44,20 @@ class Progress:
         """One line the user should see even with --quiet (a changed target, a stop)."""
         self.console.print(text)
 
+    def _elapsed(self) -> float:
+        return time.time() - self.run_started
+
     def _eta(self) -> str:
-        if not self.trials_done_here:
+        """The run's pace so far (finished trials of the study since the run started, by every worker)
+        applied to the trials still missing; "?" until the run has finished one."""
+        finished = self.done_in_study - (self.done_at_start or 0)
+        if finished <= 0:
             return "?"
-        per_trial = (time.monotonic() - self.started) / self.trials_done_here
-        return _clock(per_trial * max(0, self.target - self.done_in_study))
+        return _clock(self._elapsed() / finished * max(0, self.target - self.done_in_study))
 
     def trial_started(self, number: int, done: int, params: dict[str, Any], best: float | None) -> None:
+        if self.done_at_start is None:
+            self.done_at_start = done  # the first trial of an in-process run: the study as it found it
         self.done_in_study, self.best = done, best
         self.trial_started_at = time.monotonic()
         if not self.quiet:
@@ -54,11 +74,10 @@ class Progress:
         best = f"{self.best:.4f}"
         self.console.print(
             f"  trial {number} epoch {epoch + 1}/{self.epochs}  val mIoU {value:.4f}  best so far {best}  "
-            f"elapsed {_clock(time.monotonic() - self.started)}  ETA {self._eta()}"
+            f"elapsed {_clock(self._elapsed())}  ETA {self._eta()}"
         )
 
     def trial_finished(self, number: int, state: str, value: float | None, reason: str = "") -> None:
-        self.trials_done_here += 1
         if state != "failed":
             self.done_in_study += 1
         if value is not None and (self.best is None or value > self.best):

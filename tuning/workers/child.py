@@ -39,6 +39,8 @@ class ChildTask:
     deadline: float | None = None  # epoch seconds: the run's end, the same for every replacement
     tensorboard_dir: str | None = None
     parent_pid: int = 0  # the child stops when this process dies
+    run_started: float | None = None  # the run's start and the study's finished trials then: progress
+    done_at_start: int | None = None  # times the run, not each recycled process
 
     def argv(self) -> list[str]:
         return [sys.executable, "-P", "-m", MODULE, json.dumps(asdict(self))]
@@ -77,6 +79,8 @@ def main(argv: list[str]) -> int:
         data_path=task.data_path,
         max_trials=task.max_trials,
         deadline=task.deadline,
+        run_started=task.run_started,
+        done_at_start=task.done_at_start,
     )
     try:
         summary = engine.run(engine.placeholder_spec(task.study), resolve_url(None), options)

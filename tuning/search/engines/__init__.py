@@ -50,6 +50,8 @@ class OptunaOptions(RunOptions):
     data_path: str | None = None  # a joining worker's own copy of the study's data (fingerprint checked)
     max_trials: int = 0  # stop after this many trials so a fresh process continues (0: no limit)
     deadline: float | None = None  # the run's end in epoch seconds, the same for recycled processes
+    run_started: float | None = None  # the run's start (epoch seconds): progress times the run, not a process
+    done_at_start: int | None = None  # the study's finished trials when the run started (its pace)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,14 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     study, spec, notes = _open(spec, storage_url, options)
     target = lifecycle.target_of(study)
     grid = spec.search.sampler == "grid"
-    progress = Progress(spec.study, target, quiet=options.quiet, epochs=spec.train.epochs)
+    progress = Progress(
+        spec.study,
+        target,
+        quiet=options.quiet,
+        epochs=spec.train.epochs,
+        run_started=options.run_started,
+        done_at_start=options.done_at_start,
+    )
     for note in notes:
         progress.note(note)
     started, ran, failed, duplicates = time.monotonic(), 0, 0, 0
