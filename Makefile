@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-install when the dependency list changes; the stamp is named after pyproject.toml's hash.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-EXTRAS ?= gp,ray,dev
+EXTRAS ?= gp,ray,mlflow,dev
 # What the tests drive besides Python: the browser test uses Debian's chromium at exactly this path
 # (Playwright's own browser download is never used); tests/test_compose.py runs Debian's docker-compose
 # (v1: validates the compose file without a Docker daemon). Override to point elsewhere.

@@ -43,6 +43,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", help="Show everything, TensorFlow's native start-up lines too.")
 ]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow", metavar="URI", help="Also log every trial to this MLflow tracking server."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No spec, no per-epoch progress lines.")]
 ThreadsOpt = Annotated[int, typer.Option(min=0, help="TensorFlow threads per process (0: all cores).")]
 WorkersOpt = Annotated[

@@ -13,6 +13,7 @@ from marstune.tuning.cli.options import (
     EngineName,
     EpochsOpt,
     JsonOpt,
+    MlflowOpt,
     PrunerName,
     QuietOpt,
     SamplerName,
@@ -91,6 +92,7 @@ def run(
     ] = 0.0,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
+    mlflow: MlflowOpt = None,
 ) -> None:
     import os
     import time
@@ -124,12 +126,18 @@ def run(
     if name != "ray" and (address is not None or cpus_per_trial != 1.0 or gpus_per_trial != 0.0):
         raise UsageError("--address, --cpus-per-trial and --gpus-per-trial need --engine ray")
     ray = ray_options(address, cpus_per_trial, gpus_per_trial) if name == "ray" else {}
+    if mlflow and name == "ray":
+        raise UsageError("--mlflow tracks the optuna and keras-tuner engines, whose trials train in-process")
     if name != "keras-tuner":  # its samplers are Keras Tuner oracles, not Optuna's
         check_sampler(resolved.search.sampler)
     check_pruner(resolved.search.pruner)
     url = resolve_url(storage)
     preflight(url, create=True)  # the storage first: a bad URL is told before the data loads
     probe(url)
+    if mlflow:  # likewise the tracking server
+        from marstune.tuning.search.tracking import MlflowTracker
+
+        MlflowTracker(mlflow, resolved.study)
     info = ENGINES[name]
     explicit = trials is not None or any(s.strip().startswith("search.trials") for s in set_ or [])
     common = {
@@ -138,6 +146,7 @@ def run(
         "tensorboard_dir": str(Path("studies") / resolved.study / "tensorboard") if tensorboard else None,
         "data": data_info(resolved),  # loads and validates the data before anything is written
         "explicit_target": explicit,
+        "mlflow": mlflow,
     }
     options = info.options(**common, **ray)
     if not quiet:
@@ -178,6 +187,7 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         parent_pid=os.getpid(),
         run_started=time.time(),
         done_at_start=finished_trials(url, spec.study),
+        mlflow=options.mlflow,
     )
     from marstune.tuning.cli.summary import print_workers
 

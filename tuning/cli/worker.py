@@ -10,6 +10,7 @@ import typer
 from marstune.tuning.cli.options import (
     INTERRUPTED_RUN,
     JsonOpt,
+    MlflowOpt,
     QuietOpt,
     StorageOpt,
     StudyOpt,
@@ -51,6 +52,7 @@ def worker(
     workers: WorkersOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
+    mlflow: MlflowOpt = None,
 ) -> None:
     import os
     import time
@@ -91,6 +93,7 @@ def worker(
             parent_pid=os.getpid(),
             run_started=started,
             done_at_start=finished_trials(url, name),
+            mlflow=mlflow,
         )
         code, slots = run_pool(name, url, plans, task)
         print_workers(url, name, slots)
@@ -101,6 +104,7 @@ def worker(
             tensorboard_dir=board,
             create=False,
             data_path=str(data) if data else None,
+            mlflow=mlflow,
         )
         engine.run(engine.placeholder_spec(name), url, options)
         code = 0

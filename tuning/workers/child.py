@@ -41,6 +41,7 @@ class ChildTask:
     parent_pid: int = 0  # the child stops when this process dies
     run_started: float | None = None  # the run's start and the study's finished trials then: progress
     done_at_start: int | None = None  # times the run, not each recycled process
+    mlflow: str | None = None  # --mlflow URI (a tracking server's address; not the study's password)
 
     def argv(self) -> list[str]:
         return [sys.executable, "-P", "-m", MODULE, json.dumps(asdict(self))]
@@ -81,6 +82,7 @@ def main(argv: list[str]) -> int:
         deadline=task.deadline,
         run_started=task.run_started,
         done_at_start=task.done_at_start,
+        mlflow=task.mlflow,
     )
     try:
         summary = engine.run(engine.placeholder_spec(task.study), resolve_url(None), options)

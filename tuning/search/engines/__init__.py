@@ -42,6 +42,7 @@ class RunOptions:
     tensorboard_dir: str | None = None  # per-trial TensorBoard logs under <dir>/trial-<n>/
     data: DataInfo | None = None  # the data the study searches on, stored when the study is created
     explicit_target: bool = False  # --trials was given: it may change an existing study's target
+    mlflow: str | None = None  # --mlflow URI: each trial also an MLflow run (search/tracking.py)
 
 
 @dataclass(frozen=True)

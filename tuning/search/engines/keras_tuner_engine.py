@@ -43,6 +43,7 @@ from marstune.tuning.search.engines.keras_tuner_trials import (
 )
 from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.progress import Progress
+from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study.lifecycle import best_trial, counts, create_or_join, finished, target_of
 from marstune.tuning.study.storage import open_storage
 
@@ -218,6 +219,7 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
         target,
         tensorboard_dir=options.tensorboard_dir,
         keeper=ModelKeeper(storage_url, spec.study, spec.search.keep_models),
+        tracker=MlflowTracker(options.mlflow, spec.study) if options.mlflow else None,
     )
     job.recorded = recorded_ids(study, project)
     job.expect_baseline = not any(t.params == job.baseline() for t in study.get_trials(deepcopy=False))

@@ -32,6 +32,7 @@ from marstune.tuning.search.interrupts import StopRequest
 from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.search.progress import Progress
+from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.lifecycle import FailKind, best_trial, counts, finished, worker_name
 
@@ -171,6 +172,7 @@ class Job:
     tensorboard_dir: str | None = None
     worker: str = field(default_factory=worker_name)
     keeper: ModelKeeper | None = None
+    tracker: MlflowTracker | None = None
 
     def finished(self) -> int:
         return finished(counts(self.study))
@@ -208,9 +210,13 @@ class Job:
             number, c[TrialState.COMPLETE] + c[TrialState.PRUNED], params, best.value if best else None
         )
 
+        run_id = self.tracker.start(number, record.config) if self.tracker else None
+
         def report(epoch: int, value: float) -> bool:
             record.intermediate[epoch] = value
             self.progress.epoch(number, epoch, value)
+            if self.tracker:
+                self.tracker.epoch(run_id, epoch, value)
             return False  # Keras Tuner has no pruner
 
         ctx = TrialContext(
@@ -232,6 +238,9 @@ class Job:
         record.attrs.update(ctx.attrs)
         record.attrs.update(worker=self.worker, wall_seconds=round(time.perf_counter() - clock, 3))
         saved = self.keeper.file if self.keeper is not None else None
+        if self.tracker:
+            state = "failed" if record.fail_reason else "complete"
+            self.tracker.finish(run_id, state, record.value, saved if saved and saved.is_file() else None)
         if saved is not None and saved.is_file():  # into the study's store now, linked when stored
             record.links = artifacts.stored_link(self.study, saved)
             saved.unlink()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -28,6 +29,7 @@ from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.search.progress import Progress
 from marstune.tuning.search.reaper import Reaper
 from marstune.tuning.search.samplers import make_pruner, make_sampler
+from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import lifecycle
 from marstune.tuning.study.claim import StudyClaim
 from marstune.tuning.study.lifecycle import FailKind
@@ -100,7 +102,8 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     reaper = Reaper(study, storage_url)
     deadline = options.deadline or (time.time() + spec.search.timeout if spec.search.timeout else None)
     keeper = ModelKeeper(storage_url, spec.study, spec.search.keep_models)
-    objective = _Objective(spec, progress, options, stops, reaper, keeper)
+    tracker = MlflowTracker(options.mlflow, spec.study) if options.mlflow else None
+    objective = _Objective(spec, progress, options, stops, reaper, keeper, tracker)
     with stops, _closing(keeper):
         try:
             failures.check(study)  # a study stopped for failing is not restarted blindly
@@ -173,9 +176,11 @@ class _Objective:
         stops: StopRequest,
         reaper: Reaper,
         keeper: ModelKeeper,
+        tracker: MlflowTracker | None = None,
     ) -> None:
         self.spec, self.progress, self.options = spec, progress, options
-        self.stops, self.reaper, self.keeper = stops, reaper, keeper
+        self.stops, self.reaper, self.keeper, self.tracker = stops, reaper, keeper, tracker
+        self.run_id: str | None = None
         self.kept = False
         self.worker = lifecycle.worker_name()
         self.claim: StudyClaim | None = None
@@ -209,10 +214,13 @@ class _Objective:
                 raise TrialFailed("duplicate")
         best = lifecycle.best_trial(trial.study)
         self.progress.trial_started(trial.number, self.done, params, best.value if best else None)
+        self.run_id = self.tracker.start(trial.number, config) if self.tracker else None
 
         def report(epoch: int, value: float) -> bool:
             trial.report(value, epoch)
             self.progress.epoch(trial.number, epoch, value)
+            if self.tracker:
+                self.tracker.epoch(self.run_id, epoch, value)
             self.reaper.maybe()  # dead peers' trials are noticed while this one trains, not after it
             return trial.should_prune()
 
@@ -230,6 +238,7 @@ class _Objective:
                 value = evaluate(config, self.spec, ctx)
         except Pruned as exc:
             self._attrs(trial, ctx.attrs, started)
+            self._track("pruned", None)
             self.progress.trial_finished(trial.number, "pruned", None)
             raise optuna.TrialPruned(str(exc)) from None
         except FatalError:
@@ -243,14 +252,20 @@ class _Objective:
             reason = one_line(exc)
             self._attrs(trial, ctx.attrs, started)
             self._fail(trial, FailKind.ERROR, reason)
+            self._track("failed", None)
             self.failed = reason
             self.progress.trial_finished(trial.number, "failed", None, reason)
             raise TrialFailed(reason) from None
         self._attrs(trial, ctx.attrs, started)
+        self._track("complete", value, self.keeper.file)
         self.kept = self.keeper.store(trial) is not None  # linked while the trial still runs
         self.progress.trial_finished(trial.number, "complete", value)
         self.current = None
         return value
+
+    def _track(self, state: str, value: float | None, model: Path | None = None) -> None:
+        if self.tracker:
+            self.tracker.finish(self.run_id, state, value, model)
 
     def _fail(self, trial: optuna.Trial, kind: FailKind, reason: str) -> None:
         lifecycle.mark_failed(trial.study, trial._trial_id, kind, reason)  # noqa: SLF001

@@ -1,0 +1,86 @@
+"""`--mlflow URI` against a real MLflow tracking server, started on 127.0.0.1 by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_tune
+from tests.tuning.servers import free_port
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    args = [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args += ["--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    args += ["--artifacts-destination", str(tmp_path / "mlartifacts"), "--serve-artifacts"]
+    log = (tmp_path / "mlflow.log").open("w")
+    server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "mlflow.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own process group: the server and its workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_every_trial_is_an_mlflow_run_with_params_curves_and_model(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    args = ("run", "--trials", "2", "--epochs", "2", "--sampler", "random", "--mlflow", mlflow_server)
+    args += ("--set", "train.max_items=24", "--set", "data.synthetic_items=24", "--set", "train.batch_size=8")
+    args += ("--set", "search.trials_per_process=0", "--set", "search.keep_models=2", "-q")
+    r = run_tune(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("unet-mars")
+    assert experiment is not None
+    runs = sorted(client.search_runs([experiment.experiment_id]), key=lambda run: run.data.tags["tune.trial"])
+    assert [run.info.run_name for run in runs] == ["trial-0", "trial-1"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["base_filters"] in ("8", "16", "32") and "loss" in run.data.params
+        history = client.get_metric_history(run.info.run_id, "val_miou")
+        assert [m.step for m in history] == [0, 1]  # one value per epoch
+        assert run.data.metrics["best_val_miou"] == pytest.approx(max(m.value for m in history))
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.keras"]  # both kept
+
+
+def test_an_unreachable_tracking_server_is_one_line_before_any_training(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    args = ("run", "--trials", "1", "--mlflow", url, "--set", "objective.kind=analytic", "-q")
+    r = run_tune(*args, cwd=tmp_path, env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"Error: cannot reach MLflow at {url}")
+    assert list(tmp_path.iterdir()) == []  # told before the study or anything else was made

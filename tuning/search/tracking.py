@@ -1,0 +1,80 @@
+"""`--mlflow URI`: every trial is also an MLflow run (the experiment is named after the study).
+
+A run gets the trial's configuration as params, its validation mIoU per epoch as the metric `val_miou`
+(step = epoch), its final value as `best_val_miou`, its state as the run status, and its kept model as the
+artifact `model.keras`. The study storage stays the source of truth: MLflow is a mirror for teams that
+track everything there, so a tracking server that stops answering mid-study costs one warning line, not
+the study. Only the engines that train in their own process (optuna, keras-tuner) track.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from marstune.tuning.errors import MissingExtraError, StorageError, redact
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+class MlflowTracker:
+    def __init__(self, uri: str, study: str) -> None:
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise MissingExtraError(
+                "--mlflow needs mlflow, which is not installed: pip install 'marstune[mlflow]'"
+            ) from None
+        self.uri, self.study = uri, study
+        self.client: MlflowClient | None = MlflowClient(tracking_uri=uri)
+        try:  # the server is asked once, up front: a wrong URI is one line before any training
+            found = self.client.get_experiment_by_name(study)
+            self.experiment = found.experiment_id if found else self.client.create_experiment(study)
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StorageError(
+                f"cannot reach MLflow at {redact(uri)}: {redact(text)[:200]}; check --mlflow"
+            ) from None
+
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+        if self.client is None:
+            return None
+        try:
+            return getattr(self.client, what)(*args, **kwargs)
+        except Exception as exc:  # a mirror: the study goes on without it
+            text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
+            print(
+                f"warning: MLflow at {redact(self.uri)} failed ({text}); tracking stops here", file=sys.stderr
+            )
+            self.client = None
+            return None
+
+    def start(self, number: int, config: Mapping[str, Any]) -> str | None:
+        """An MLflow run for trial `number`; returns its id (None once tracking stopped)."""
+        from mlflow.entities import Param
+
+        tags = {"tune.study": self.study, "tune.trial": str(number)}
+        run = self._call("create_run", self.experiment, run_name=f"trial-{number}", tags=tags)
+        if run is None:
+            return None
+        params = [Param(k, str(v)) for k, v in sorted(config.items())]
+        self._call("log_batch", run.info.run_id, params=params)
+        return str(run.info.run_id)
+
+    def epoch(self, run_id: str | None, epoch: int, value: float) -> None:
+        if run_id is not None:
+            self._call("log_metric", run_id, "val_miou", value, step=epoch)
+
+    def finish(self, run_id: str | None, state: str, value: float | None, model: Path | None = None) -> None:
+        if run_id is None:
+            return
+        if value is not None:
+            self._call("log_metric", run_id, "best_val_miou", value)
+        if model is not None and model.is_file():
+            self._call("log_artifact", run_id, str(model))
+        self._call("set_terminated", run_id, status=STATUS[state])
