@@ -55,7 +55,7 @@ def browser() -> Iterator[Any]:
     """A fresh chromium profile each run: no cached state from an earlier test."""
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM.exists(), "install Debian's chromium: apt-get install -y chromium (.ci/run does)"
+    assert CHROMIUM.exists(), "install Debian's chromium: apt-get install -y chromium (make test does)"
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
@@ -114,6 +114,9 @@ def test_dashboard_shows_the_study_its_trials_and_learning_curves(browser: Any, 
     assert curves.first.locator("g.trace").count() >= TRIALS
     history = page.locator(".MuiCard-root", has=page.get_by_text("History", exact=True))
     history.first.locator(".main-svg").first.wait_for(state="visible")  # the optimization history plot
+    # The metric is named (set_metric_names when the study is made), never "Objective 0".
+    page.get_by_text("val mIoU").first.wait_for(state="visible")
+    assert "Objective 0" not in page.inner_text("body")
     _shot(page, "dashboard-study.png")
 
     page.goto(f"{dashboard}/dashboard/studies/{sid}/trials")
