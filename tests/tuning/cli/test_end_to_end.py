@@ -46,12 +46,15 @@ def test_run_export_and_optuna_cli_agree(tmp_path: Path) -> None:
     summary = json.loads(exported.stdout)
     best = yaml.safe_load((tmp_path / "studies" / "e2e.best.yaml").read_text())
     assert best["kind"] == "tune/best-config" and best["trial"] == 0 == summary["trial"]
-    assert best["config"] == {
+    assert best["config"] == {  # the baseline: the seed's model and the seed's loss
         "base_filters": 16,
         "levels": 4,
         "kernel": 3,
         "dropout": 0.2,
         "activation": "relu",
+        "loss": "crossentropy",
+        "class_weight_exponent": 0.5,
+        "focal_gamma": 2.0,
     }
     assert 0.0 <= best["value"] <= 1.0
     assert set(best["per_class_iou"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
@@ -103,3 +106,29 @@ def test_a_long_run_recycles_its_worker_process_and_loses_nothing(tmp_path: Path
     workers = [t.user_attrs["worker"] for t in trials]
     assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4], workers
     assert "study recycled: 5/5 finished" in result.stdout and "5 complete" in result.stdout
+    # A quiet console: three processes started TensorFlow, and none of its native start-up lines
+    # (oneDNN, cudart_stub, cpu_feature_guard, "failed call to cuInit") reached the user.
+    from marstune.tuning.train.devices import NATIVE_NOISE
+
+    noise = [line for line in result.stderr.splitlines() if NATIVE_NOISE.match(line) or "cuInit" in line]
+    assert noise == [], noise
+    assert "retracing" not in result.stderr
+
+
+def test_other_tools_are_not_flooded_by_the_stored_spec(tmp_path: Path) -> None:
+    """The resolved spec is kept as a study system attribute: `optuna studies` rows stay short and the
+    dashboard's user attributes hold a summary, while `tune worker` still finds the whole spec."""
+    r = run_tune("run", "--trials", "2", "--set", "objective.kind=analytic", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    optuna_cli = shutil.which("optuna", path=str(Path(sys.executable).parent))
+    url = f"sqlite:///{tmp_path}/studies/tune.db"
+    out = subprocess.run(
+        [optuna_cli, "studies", "--storage", url], capture_output=True, text=True, check=True
+    )
+    rows = [line for line in out.stdout.splitlines() if "unet-mars" in line]
+    assert len(rows) == 1 and len(rows[0]) < 300 and "baseline" not in rows[0], out.stdout
+    from marstune.tuning.study import tables
+
+    with tables.reading(url) as conn:
+        spec = tables.study_spec_raw(conn, tables.study_id(conn, "unet-mars"))
+    assert spec is not None and spec["search"]["trials"] == 2
