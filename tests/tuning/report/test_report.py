@@ -6,6 +6,7 @@ test_report_training.py; the offline rendering in a real browser in test_dashboa
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 def test_report_has_every_plot_and_no_network_reference(storage: str, tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()  # an explicit --out names an existing folder (tuning/outputs.py)
     result = run_tune(
         "report", "--storage", storage, "--study", "a-tpe", "--out", str(out), "--no-examples", cwd=tmp_path
     )
@@ -127,6 +129,21 @@ def test_pngs_are_written_next_to_the_report_and_have_content(storage: str, tmp_
         assert (gray < 0.5).mean() > 0.005, f"{png.name} has almost no ink"
         colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
         assert len(colours) > 20, f"{png.name} has only {len(colours)} colours"
+
+
+def test_json_names_every_file_written_and_keeps_stdout_for_it(storage: str, tmp_path: Path) -> None:
+    out = tmp_path / "r" / "report.html"
+    out.parent.mkdir()
+    args = ("report", "--storage", storage, "--study", "a-tpe", "--out", str(out), "--no-examples")
+    result = run_tune(*args, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert shown["study"] == "a-tpe" and shown["html"] == str(out) and out.is_file()
+    assert sorted(shown["pngs"]) == sorted(str(p) for p in out.parent.glob("report-*.png"))
+    assert len(shown["pngs"]) == len(PLOTS)
+    assert "Example predictions of the best configuration: skipped (--no-examples)" in shown["notes"]
+    assert all(f"note: {note}" in result.stderr for note in shown["notes"])
+    assert "PNGs:" in result.stderr and "report:" not in result.stdout  # people's lines go to stderr
 
 
 def test_one_trial_study_explains_the_missing_importances(storage: str, tmp_path: Path) -> None:
