@@ -83,24 +83,26 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_end_to_end_run_export_pix2pix_predict(exported: Path) -> None:
     cwd = exported.parent
-    out = Path(
-        _ok(
-            run_tune(
-                "pix2pix",
-                "--config",
-                exported.name,
-                "--epochs",
-                "1",
-                "--max-items",
-                "24",
-                "--out",
-                "runs/final",
-                cwd=cwd,
-            )
-        )
+    final = run_tune(
+        "pix2pix",
+        "--config",
+        exported.name,
+        "--epochs",
+        "1",
+        "--max-items",
+        "24",
+        "--out",
+        "runs/final",
+        cwd=cwd,
     )
+    out = Path(_ok(final))
     run = cwd / out
     assert out == Path("runs/final")
+    # One progress line per epoch and model, the kind `tune run` prints (test_epoch_progress.py).
+    for label in ("pix2pix", "u-net"):
+        (line,) = [ln for ln in final.stderr.splitlines() if ln.startswith(f"  {label} epoch 1/1  ")]
+        assert "val mIoU 0." in line and "  elapsed " in line and line.endswith("ETA 0m00s"), line
+    assert "\r" not in final.stderr  # no live bar redrawn in a log
     for name in (
         "generator.keras",
         "unet.keras",
