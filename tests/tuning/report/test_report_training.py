@@ -90,6 +90,7 @@ def test_report_shows_per_class_iou_and_example_predictions(study_dir: Path) -> 
     )
     assert quick == pytest.approx(study.best_value, abs=0.02), (quick, study.best_value)
     assert '<div id="plot-param-importances"' in text  # 2 complete trials with different params
+    assert "training seconds (cumulative)" in text  # real trials record training time: the compute axis
     import matplotlib.image
 
     for key in ("per-class-iou", "example-predictions"):
