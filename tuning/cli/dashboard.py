@@ -19,13 +19,16 @@ from marstune.tuning.errors import DashboardError
 HELP = (
     "Browse studies in optuna-dashboard: history, parameters, learning curves, user attributes.\n\n"
     "The dashboard has no authentication and can delete studies, so it listens on 127.0.0.1 only; "
-    "reach it from another machine through an SSH tunnel (ssh -L 8080:127.0.0.1:8080 host), or pass "
-    "--public to bind another address anyway. It works while studies run. Stop it with Ctrl-C.\n\n"
-    "The same database also opens with the stock command: optuna-dashboard sqlite:///studies/tune.db\n\n"
+    "reach it from another machine through an SSH tunnel, or pass --public to bind another address "
+    "anyway. It works while studies run. Stop it with Ctrl-C. The same database also opens with the "
+    "stock command, optuna-dashboard.\n\n"
     "Examples:\n\n"
     "  tune dashboard                         # http://127.0.0.1:8080/dashboard\n\n"
     "  tune dashboard --port 8081 --storage sqlite:///studies/tune.db\n\n"
-    "  tune dashboard --host 0.0.0.0 --public # whole network, no authentication\n"
+    "  # from another machine: a tunnel, then http://127.0.0.1:8080/dashboard\n"
+    "  ssh -L 8080:127.0.0.1:8080 host\n\n"
+    "  tune dashboard --host 0.0.0.0 --public # whole network, no authentication\n\n"
+    "  optuna-dashboard sqlite:///studies/tune.db   # the stock command\n"
 )
 
 PUBLIC_WARNING = (

@@ -9,20 +9,19 @@ import typer
 
 from marstune.tuning.cli.options import JsonOpt, handle_errors, stderr
 
-CLEAN_HELP = """Find the contamination (unrelated pictures that all share one identical mask), print what
-would be removed and why, and write the removed indices.
+CLEAN_HELP = (
+    "Find the contamination (unrelated pictures that all share one identical mask), print what would be "
+    "removed and why, and write the removed indices.\n\n"
+    "Example:\n\n"
+    "  tune data clean --data data/mars_for_students.npz \\\n"
+    "      --out studies/contamination.txt\n"
+)
 
-Example:
-
-  tune data clean --data data/mars_for_students.npz --out studies/contamination.txt
-"""
-
-SYNTH_HELP = """Write the built-in synthetic Mars terrain as an .npz in the challenge layout.
-
-Example:
-
-  tune data synth --out synthetic.npz --n-train 600 --n-test 60 --seed 0
-"""
+SYNTH_HELP = (
+    "Write the built-in synthetic Mars terrain as an .npz in the challenge layout.\n\n"
+    "Example:\n\n"
+    "  tune data synth --out synthetic.npz --n-train 600 --n-test 60 --seed 0\n"
+)
 
 
 group = typer.Typer(help="Data sets: find contamination, generate synthetic terrain.", no_args_is_help=True)

@@ -7,29 +7,26 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, StoredStudyOpt, handle_errors, stderr
 
-HELP = """Write the best trial's configuration (params, value, trial, per-class IoU, data fingerprint,
-spec, package versions) as YAML for `tune pix2pix --config`, and the trial's own kept model beside it
-(<name>.keras).
-
-An existing output is replaced atomically and keeps its permissions; the study database and other
-inputs are never written over.
-
-Examples:
-
-  tune export-best                                   # -> studies/unet-mars.best.yaml
-
-  tune export-best --study tpe-1 --out best.yaml
-"""
+HELP = (
+    "Write the best trial's configuration as YAML for `tune pix2pix --config`, and the trial's own kept "
+    "model beside it (<name>.keras).\n\n"
+    "The file holds the params, the value, the trial, its per-class IoU, the data fingerprint, the spec "
+    "and the package versions. An existing output is replaced atomically and keeps its permissions; the "
+    "study database and other inputs are never written over.\n\n"
+    "Examples:\n\n"
+    "  tune export-best                     # -> studies/unet-mars.best.yaml\n\n"
+    "  tune export-best --study tpe-1 --out best.yaml\n"
+)
 
 
 @handle_errors
 def export_best(
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output file (default: studies/<study>.best.yaml).")
+        Path | None, typer.Option(help="Output file (default: <study>.best.yaml in studies/).")
     ] = None,
     json_: JsonOpt = False,
 ) -> None:

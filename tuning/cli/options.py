@@ -17,16 +17,23 @@ from marstune.tuning.errors import Interrupted, describe, exit_code
 from marstune.tuning.search.engines import ALL_SAMPLERS, ENGINES
 from marstune.tuning.search.samplers import PRUNER_NAMES
 
-StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (default: the spec's, unet-mars).")]
+# Help texts are single logical lines: rich reflows them to the terminal (a hard break stays a break).
+# Each says only what holds for every command that uses it; a command where it would not holds its own.
+StudyOpt = Annotated[
+    str | None, typer.Option("--study", help="Study name (default: the spec's study, unet-mars).")
+]
+StoredStudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (default: unet-mars).")]
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", help="Storage URL (default: $TUNE_STORAGE, else sqlite:///studies/tune.db)."),
+    typer.Option(
+        "--storage", help="Storage URL (default: $TUNE_STORAGE, else the SQLite file studies/tune.db)."
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="An .npz in the challenge layout (default: data/mars_for_students.npz if present, "
+        help="An .npz in the challenge layout (default: mars_for_students.npz in data/ if there, "
         "else the built-in synthetic terrain).",
     ),
 ]
@@ -47,13 +54,23 @@ MlflowOpt = Annotated[
     str | None,
     typer.Option("--mlflow", metavar="URI", help="Also log every trial to this MLflow tracking server."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No spec, no per-epoch progress lines.")]
-ThreadsOpt = Annotated[int, typer.Option(min=0, help="TensorFlow threads per process (0: all cores).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No per-trial or per-epoch progress lines.")]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="TensorFlow threads per worker process (0: the study's train.threads; its default 0 shares "
+        "all cores among the workers).",
+    ),
+]
 WorkersOpt = Annotated[
     int | None, typer.Option(min=1, help="Worker processes on this machine (default: 1, or one per GPU).")
 ]
 TensorBoardOpt = Annotated[
-    bool, typer.Option("--tensorboard", help="TensorBoard logs per trial under studies/<study>/tensorboard/.")
+    bool,
+    typer.Option(
+        "--tensorboard", help="TensorBoard logs of each trial, in tensorboard/ under studies/<study>/."
+    ),
 ]
 # Choices shown in --help; a value outside them is a usage error (exit 2). The registries own the names.
 SamplerName = StrEnum("SamplerName", {name: name for name in ALL_SAMPLERS})  # type: ignore[misc]

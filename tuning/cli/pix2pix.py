@@ -7,37 +7,44 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import EpochsOpt, SeedOpt, handle_errors
+from marstune.tuning.cli.options import JsonOpt, handle_errors
 
-HELP = """The final run: Pix2Pix with the best configuration, compared with the plain U-Net.
-
-Trains Pix2Pix (the tuned U-Net as generator, a PatchGAN discriminator) with the configuration
-`tune export-best` wrote, and the plain U-Net beside it with the same budget (--compare, on by
-default): both validation mIoUs are printed side by side, the better one marked.
-
-Writes a run folder: generator.keras (and unet.keras), metrics.json, loss_curves.png,
-miou_curves.png, examples.png, and a checkpoint after every epoch so --resume continues an
-interrupted run.
-
-Examples:
-
-  tune pix2pix --config studies/unet-mars.best.yaml --epochs 200
-
-  tune pix2pix --config studies/unet-mars.best.yaml --data other.npz --out runs/final-1
-
-  tune pix2pix --config studies/unet-mars.best.yaml --epochs 200 --resume --out runs/final-1
-
-  tune pix2pix --config best.yaml --epochs 1 --max-items 24 --no-compare     # a smoke test
-"""
+HELP = (
+    "The final run: Pix2Pix with the best configuration, compared with the plain U-Net.\n\n"
+    "Trains Pix2Pix (the tuned U-Net as generator, a PatchGAN discriminator) with the configuration "
+    "`tune export-best` wrote, and the plain U-Net beside it with the same budget (--compare, on by "
+    "default): both validation mIoUs are printed side by side, the better one marked. Each epoch prints "
+    "one progress line, as `tune run` does.\n\n"
+    "Writes a run folder: generator.keras (and unet.keras), metrics.json, loss_curves.png, "
+    "miou_curves.png, examples.png, and a checkpoint after every epoch so --resume continues an "
+    "interrupted run. stdout gets the run folder, or with --json one JSON object: the folder, each "
+    "model's score and per-class IoU, and the better one.\n\n"
+    "Examples:\n\n"
+    "  tune pix2pix --config studies/unet-mars.best.yaml --epochs 200\n\n"
+    "  tune pix2pix --config studies/unet-mars.best.yaml --data other.npz \\\n"
+    "      --out runs/final-1\n\n"
+    "  tune pix2pix --config studies/unet-mars.best.yaml --epochs 200 \\\n"
+    "      --resume --out runs/final-1\n\n"
+    "  # a smoke test:\n"
+    "  tune pix2pix --config best.yaml --epochs 1 --max-items 24 --no-compare\n"
+)
 
 
 @handle_errors
 def pix2pix(
     config: Annotated[
         Path,
-        typer.Option("--config", help="The YAML `tune export-best` wrote (studies/<study>.best.yaml)."),
+        typer.Option("--config", help="The YAML that `tune export-best` wrote (in studies/)."),
     ],
-    epochs: EpochsOpt = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Training epochs of each model (default: the study's train.epochs; with --resume, "
+            "the run's).",
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -48,7 +55,9 @@ def pix2pix(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Run folder (default: runs/<study>-<YYYYmmdd-HHMMSS>/; with --resume the newest)."),
+        typer.Option(
+            help="Run folder (default: a new one named <study>-<time> in runs/; with --resume the newest)."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
@@ -59,15 +68,26 @@ def pix2pix(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Batch size (default: the config's, else the study's).")
     ] = None,
-    seed: SeedOpt = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed for the validation split, the weights, the shuffling and the flips (default: the "
+            "study's; another seed splits the data differently from the search).",
+        ),
+    ] = None,
     max_items: Annotated[
         int | None, typer.Option(min=4, help="Use only the first N pairs (quick runs and tests).")
     ] = None,
     lambda_: Annotated[
         float | None,
-        typer.Option("--lambda", min=0, help="Weight of the segmentation loss (default: 100, pix2pix's)."),
+        typer.Option(
+            "--lambda", min=0, help="Weight of the segmentation loss (default: the config's, else 100)."
+        ),
     ] = None,
-    threads: Annotated[int, typer.Option(min=0, help="TF threads (0: the study's setting).")] = 0,
+    threads: Annotated[
+        int, typer.Option(min=0, help="TensorFlow threads (0: the study's train.threads).")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress lines.")] = False,
     warm_start: Annotated[
         bool,
@@ -75,6 +95,7 @@ def pix2pix(
             "--warm-start", help="Start both models from the best trial's kept model (the export's .keras)."
         ),
     ] = False,
+    json_: JsonOpt = False,
 ) -> None:
     from marstune.tuning.final.run import FinalOptions, run_final
 
@@ -98,4 +119,9 @@ def pix2pix(
         )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # run_final said how to resume; not a failed trial
-    typer.echo(str(result.out))
+    if json_:
+        import json
+
+        typer.echo(json.dumps(result.summary))
+    else:
+        typer.echo(str(result.out))

@@ -8,28 +8,25 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import StorageOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors, stderr
 
-HELP = """Segment test images with a saved model and write the submission CSV.
-
-The CSV has the header id,0,1,...,8191, then one row per image (its index and the predicted mask flattened
-row-major). Prints images per second.
-
---data is the challenge .npz (its test_set is used), an .npz holding one (N, 64, 128) array, or a
-.npy of shape (N, 64, 128). Only .keras models are read, with Keras safe_mode (no Lambda layers).
-
---study NAME instead of --model predicts with the study's best kept model (the best trial's own
-best-epoch weights, see `search.keep_models`).
-
-Examples:
-
-  tune predict --study unet-mars --data data/mars_for_students.npz --out submission.csv
-
-  tune predict --model runs/unet-mars-20260101-120000/generator.keras \\
-      --data data/mars_for_students.npz --out submission.csv
-
-  tune predict --model runs/final-1/generator.keras --data test.npy --out sub.csv --png runs/final-1/pred
-"""
+HELP = (
+    "Segment test images with a saved model and write the submission CSV.\n\n"
+    "The CSV has the header id,0,1,...,8191, then one row per image (its index and the predicted mask "
+    "flattened row-major). Prints images per second; --json prints the CSV path, the image count and "
+    "the rate as one JSON object on stdout.\n\n"
+    "--data is the challenge .npz (its test_set is used), an .npz holding one (N, 64, 128) array, or a "
+    ".npy of shape (N, 64, 128). Only .keras models are read, with Keras safe_mode (no Lambda "
+    "layers).\n\n"
+    "--study NAME instead of --model predicts with the study's best kept model (the best trial's own "
+    "best-epoch weights, see search.keep_models).\n\n"
+    "Examples:\n\n"
+    "  tune predict --study unet-mars --data data/mars_for_students.npz\n\n"
+    "  tune predict --model runs/unet-mars-20260101-120000/generator.keras \\\n"
+    "      --data data/mars_for_students.npz --out submission.csv\n\n"
+    "  tune predict --model runs/final-1/generator.keras --data test.npy \\\n"
+    "      --out sub.csv --png runs/final-1/pred\n"
+)
 
 
 @handle_errors
@@ -46,12 +43,14 @@ def predict(
         typer.Option("--png", help="Also write <DIR>/<id>.png: image beside its colour overlay."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
-    threads: Annotated[int, typer.Option(min=0, help="TF threads (0: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="TensorFlow threads (0: all cores).")] = 0,
+    json_: JsonOpt = False,
     study: Annotated[
         str | None, typer.Option("--study", help="Use this study's best kept model instead of --model.")
     ] = None,
     storage: StorageOpt = None,
 ) -> None:
+    import json
     from contextlib import ExitStack
 
     from marstune.tuning.errors import UsageError
@@ -85,9 +84,10 @@ def predict(
     labels = predict_labels(segmenter, images, batch_size)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     write_submission(out, labels, inputs=[model, data])
+    rate = len(images) / seconds
     # CPU seconds too: on a shared machine the wall-clock rate says as much about the neighbours.
     stderr(
-        f"segmented {len(images)} images in {seconds:.2f}s: {len(images) / seconds:.1f} images/s "
+        f"segmented {len(images)} images in {seconds:.2f}s: {rate:.1f} images/s "
         f"({cpu:.1f} CPU-seconds; batch {batch_size}, {setup.device}, {setup.threads or 'all'} threads)"
     )
     if png is not None:
@@ -96,7 +96,22 @@ def predict(
         png.mkdir(parents=True, exist_ok=True)
         write_overlays(images, labels, png)
         stderr(f"wrote {len(images)} overlays to {png}/")
-    typer.echo(str(out))
+    if not json_:
+        typer.echo(str(out))
+        return
+    shown = {
+        "csv": str(out),
+        "model": str(model) if model is not None else f"best kept model of {study}",
+        "images": len(images),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(rate, 2),
+        "cpu_seconds": round(cpu, 2),
+        "batch_size": batch_size,
+        "device": setup.device,
+        "threads": setup.threads,
+        "overlays": None if png is None else str(png),
+    }
+    typer.echo(json.dumps(shown))
 
 
 def _kept_model(study: str, storage: str | None) -> Path:

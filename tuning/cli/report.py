@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from marstune.tuning.cli.options import StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors, stderr
 from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 
 if TYPE_CHECKING:
@@ -20,12 +20,13 @@ HELP = (
     "with the other studies on the same data, the best trial's per-class IoU and example predictions "
     "of the best configuration. The PNGs are written next to it.\n\n"
     "Example predictions retrain the best configuration briefly (trials keep no weights); "
-    "--no-examples skips that step.\n\n"
+    "--no-examples skips that step. --json prints the files written as one JSON object on stdout.\n\n"
     "Examples:\n\n"
     "  tune report                # studies/unet-mars/report.html\n\n"
     "  tune report --study unet-tpe --out reports/tpe.html\n\n"
     "  tune report --no-examples  # seconds: no training\n\n"
-    "  tune report --example-epochs 8 --example-items 300\n"
+    "  tune report --example-epochs 8 --example-items 300\n\n"
+    "  tune report --no-examples --json\n"
 )
 
 
@@ -48,20 +49,30 @@ def pick_study(storage: BaseStorage, study: str | None) -> str:
 
 @handle_errors
 def report(
-    study: StudyOpt = None,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name (default: the only study in the storage, else unet-mars)."),
+    ] = None,
     storage: StorageOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="HTML file (default: studies/<study>/report.html).")
+        Path | None, typer.Option("--out", help="HTML file (default: report.html in studies/<study>/).")
     ] = None,
     examples: Annotated[
         bool, typer.Option("--examples/--no-examples", help="Retrain the best config for example masks.")
     ] = True,
     example_epochs: Annotated[
-        int, typer.Option(min=1, help="Epochs of that quick retraining.")
+        int, typer.Option(min=1, help="Epochs of the examples' quick retraining.")
     ] = EXAMPLE_EPOCHS,
-    example_items: Annotated[int, typer.Option(min=8, help="Image pairs it trains on.")] = EXAMPLE_ITEMS,
-    threads: Annotated[int, typer.Option(min=0, help="TF threads for it (0: all cores).")] = 0,
+    example_items: Annotated[
+        int, typer.Option(min=8, help="Image pairs the examples' retraining uses.")
+    ] = EXAMPLE_ITEMS,
+    threads: Annotated[
+        int, typer.Option(min=0, help="TensorFlow threads of the examples' retraining (0: the study's).")
+    ] = 0,
+    json_: JsonOpt = False,
 ) -> None:
+    import json
+
     from marstune.tuning.config.spec import check_study_name
     from marstune.tuning.outputs import check_output
     from marstune.tuning.report.build import build, check_out, default_out
@@ -97,4 +108,8 @@ def report(
     for note in files.notes:
         stderr(f"note: {note}")
     stderr(f"{len(files.pngs)} PNGs: " + ", ".join(p.name for p in files.pngs))
-    typer.echo(f"report: {files.html}")
+    if json_:
+        shown = {"html": str(files.html), "pngs": [str(p) for p in files.pngs], "notes": files.notes}
+        typer.echo(json.dumps({"study": name, **shown}))
+    else:
+        typer.echo(f"report: {files.html}")

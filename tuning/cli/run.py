@@ -15,7 +15,6 @@ from marstune.tuning.cli.options import (
     JsonOpt,
     MlflowOpt,
     PrunerName,
-    QuietOpt,
     SamplerName,
     SeedOpt,
     SetOpt,
@@ -36,33 +35,28 @@ if TYPE_CHECKING:
     from marstune.tuning.search.engines import RunOptions
     from marstune.tuning.study.lifecycle import DataInfo
 
-HELP = """Search the space: every trial trains a U-Net and lands in the study storage.
-
---trials N is the study's target of finished trials: running the same command again after an
-interruption continues to N. The baseline (the seed report's best) is always trial 0.
-
-Examples:
-
-  tune run                                   # the spec's defaults (studies/unet.yaml)
-
-  tune run --sampler tpe --trials 100
-
-  tune run --sampler random --trials 30 --epochs 5 --data data/mars_for_students.npz
-
-  tune run --sampler grid                    # every grid point exactly once, then stop
-
-  tune run --engine keras-tuner --sampler bayes --trials 20   # Keras Tuner's oracle, same space
-
-  tune run --sampler tpe --trials 8 --workers 2   # 2 worker processes x 1 thread on this machine
-
-  tune run --set train.max_items=200 --set train.batch_size=16
-
-  tune run --tensorboard                     # then: tensorboard --logdir studies/unet-mars/tensorboard
-
-  tune run --engine ray --sampler tpe --trials 20          # Ray Tune on a local Ray cluster
-
-  tune run --engine ray --address auto --gpus-per-trial 0.5   # on a running cluster (`ray start`)
-"""
+HELP = (
+    "Search the space: every trial trains a U-Net and lands in the study storage.\n\n"
+    "--trials N is the study's target of finished trials: running the same command again after an "
+    "interruption continues to N. The baseline (the seed report's best) is always trial 0. At the end a "
+    "table of the best trial goes to stdout (--json: one JSON object); everything else to stderr.\n\n"
+    "Examples:\n\n"
+    "  tune run                  # the spec's defaults (studies/unet.yaml)\n\n"
+    "  tune run --sampler tpe --trials 100\n\n"
+    "  tune run --sampler random --trials 30 --epochs 5 \\\n"
+    "      --data data/mars_for_students.npz\n\n"
+    "  tune run --sampler grid   # every grid point exactly once, then stop\n\n"
+    "  # Keras Tuner's oracle on the same space:\n"
+    "  tune run --engine keras-tuner --sampler bayes --trials 20\n\n"
+    "  # 2 worker processes x 1 thread on this machine:\n"
+    "  tune run --sampler tpe --trials 8 --workers 2\n\n"
+    "  tune run --set train.max_items=200 --set train.batch_size=16\n\n"
+    "  tune run --tensorboard\n"
+    "  tensorboard --logdir studies/unet-mars/tensorboard\n\n"
+    "  tune run --engine ray --sampler tpe --trials 20   # a local Ray cluster\n\n"
+    "  # on a running cluster (`ray start`):\n"
+    "  tune run --engine ray --address auto --gpus-per-trial 0.5\n"
+)
 
 
 @handle_errors(interrupted=INTERRUPTED_RUN)
@@ -79,7 +73,9 @@ def run(
     spec: SpecOpt = None,
     set_: SetOpt = None,
     threads: ThreadsOpt = 0,
-    quiet: QuietOpt = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No resolved spec, no per-trial or per-epoch lines.")
+    ] = False,
     workers: WorkersOpt = None,
     tensorboard: TensorBoardOpt = False,
     address: Annotated[

@@ -6,16 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors
+from marstune.tuning.cli.options import StorageOpt, handle_errors
 
-HELP = """Studies in the storage: trials by state, target, best validation mIoU, and a best-so-far trend.
-
-Examples:
-
-  tune status
-
-  tune status --storage postgresql+psycopg://tune@head/tune --json
-"""
+HELP = (
+    "Studies in the storage: trials by state, target, best validation mIoU, and a best-so-far trend.\n\n"
+    "Examples:\n\n"
+    "  tune status\n\n"
+    "  tune status --storage postgresql+psycopg://tune@head/tune --json\n"
+)
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -84,7 +82,9 @@ def status(
         str | None, typer.Option("--study", help="Only this study (default: every study).")
     ] = None,
     storage: StorageOpt = None,
-    json_: JsonOpt = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the rows as one JSON array on stdout, for scripts.")
+    ] = False,
 ) -> None:
     import json
 

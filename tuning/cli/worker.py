@@ -13,7 +13,7 @@ from marstune.tuning.cli.options import (
     MlflowOpt,
     QuietOpt,
     StorageOpt,
-    StudyOpt,
+    StoredStudyOpt,
     TensorBoardOpt,
     ThreadsOpt,
     VerboseOpt,
@@ -22,26 +22,24 @@ from marstune.tuning.cli.options import (
     stderr,
 )
 
-HELP = """Join a running study and work on it until it reaches its target, then exit 0.
-
-The spec comes from the study itself, so a worker needs no spec file.
-
-Ctrl-C or SIGTERM stops it cleanly (its trial is marked failed and queued again; exit 130 or 143);
-run it again to continue.
-
-Examples:
-
-  tune worker --study unet-mars --storage postgresql+psycopg://tune@head/tune
-
-  tune worker --study unet-mars --data /mnt/mars_for_students.npz   # this node's copy of the data
-
-  tune worker --study unet-mars --workers 4    # 4 processes here (default on a 4-GPU node: one per GPU)
-"""
+HELP = (
+    "Join a running study and work on it until it reaches its target, then exit 0.\n\n"
+    "The spec comes from the study itself, so a worker needs no spec file.\n\n"
+    "Ctrl-C or SIGTERM stops it cleanly (its trial is marked failed and queued again; exit 130 or 143); "
+    "run it again to continue.\n\n"
+    "Examples:\n\n"
+    "  tune worker --study unet-mars \\\n"
+    "      --storage postgresql+psycopg://tune@head/tune\n\n"
+    "  # this node's copy of the data:\n"
+    "  tune worker --study unet-mars --data /mnt/mars_for_students.npz\n\n"
+    "  # 4 processes here (the default on a 4-GPU node: one per GPU):\n"
+    "  tune worker --study unet-mars --workers 4\n"
+)
 
 
 @handle_errors(interrupted=INTERRUPTED_RUN)
 def worker(
-    study: StudyOpt = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = None,
     threads: ThreadsOpt = 0,
     quiet: QuietOpt = False,

@@ -1,4 +1,4 @@
-"""Keras callbacks of the final run: a per-epoch progress bar with the current losses, and checkpoints.
+"""Keras callbacks of the final run: a progress line per epoch (the kind `tune run` prints), and checkpoints.
 
 A module of its own so that only training imports Keras (`tune --help` stays instant).
 """
@@ -13,73 +13,45 @@ from typing import Any
 
 import keras
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from marstune.tuning.constants import per_class_dict
 from marstune.tuning.final.files import Checkpoint
-
-
-def _fmt(logs: dict[str, Any], keys: Sequence[str]) -> str:
-    return "  ".join(f"{k} {float(logs[k]):.4g}" for k in keys if k in logs)
+from marstune.tuning.train.progress import epoch_line, eta
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One progress bar per epoch showing the running losses; a summary line when the epoch ends."""
+    """After each epoch one line: the model, epoch k/N, that epoch's `keys` (losses), val mIoU, and the
+    elapsed time and ETA of this model's training, in train/progress.py's format, the one `tune run`
+    prints for its trials. Epoch hooks only: a per-batch hook would make Keras copy each batch's logs to
+    the host (measured slower), so there is no live bar."""
 
     def __init__(
-        self, console: Console, label: str, epochs: int, steps: int, keys: Sequence[str], quiet: bool = False
+        self, console: Console, label: str, epochs: int, keys: Sequence[str], quiet: bool = False
     ) -> None:
         super().__init__()
-        self.console, self.label, self.epochs, self.steps, self.keys = console, label, epochs, steps, keys
-        self.quiet = quiet
-        self._bar: Progress | None = None
-        self._task: Any = None
+        self.console, self.label, self.epochs, self.keys, self.quiet = console, label, epochs, keys, quiet
         self._started = 0.0
-        self._epoch = ""
+        self._first: int | None = None  # the first epoch of this process: a resumed run starts later
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._started, self._first = time.monotonic(), None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._started = time.monotonic()
-        self._epoch = f"{epoch + 1}/{self.epochs}"
-        if self.quiet or not self.console.is_terminal:
-            return  # a bar in a log file is noise: the summary line below is enough
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(f"{self.label} epoch {self._epoch}", total=self.steps)
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._bar is not None:
-            self._bar.update(
-                self._task,
-                advance=1,
-                description=f"{self.label} epoch {self._epoch}  {_fmt(logs or {}, self.keys)}",
-            )
+        if self._first is None:
+            self._first = epoch
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
         if self.quiet:
             return
         logs = logs or {}
-        shown = _fmt(logs, self.keys)
-        val = logs.get("val_miou")
-        self.console.print(
-            f"{self.label} epoch {self._epoch}  {shown}"
-            + (f"  [bold]val mIoU {float(val):.4f}[/]" if val is not None else "")
-            + f"  {time.monotonic() - self._started:.1f}s"
-        )
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        fields = {k: f"{float(logs[k]):.4g}" for k in self.keys if k in logs}
+        if "val_miou" in logs:
+            fields["val mIoU"] = f"{float(logs['val_miou']):.4f}"
+        elapsed = time.monotonic() - self._started
+        done = epoch + 1 - (self._first if self._first is not None else epoch)  # epochs trained here
+        left = eta(elapsed, done, self.epochs - epoch - 1)
+        line = epoch_line(self.label, epoch + 1, self.epochs, fields, elapsed, left)
+        self.console.print(line, soft_wrap=True, markup=False, highlight=False)  # one line, as in a log
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -77,11 +77,11 @@ def _fit(p: Phase, model: keras.Model, label: str, keys: tuple[str, ...], ck: Ch
     done, history = int(state["epoch"]), list(state["history"])
     if done >= p.recipe.epochs:
         return history
-    steps = math.ceil(len(p.data.x_train) / p.recipe.batch_size)
     # NaN is caught per epoch by EpochCheckpoint (never checkpointed), not by the per-batch
-    # TerminateOnNaN: a per-batch hook makes Keras copy every batch's logs to the host.
+    # TerminateOnNaN, and progress is a line per epoch, not a per-batch bar: a per-batch hook makes Keras
+    # copy every batch's logs to the host.
     checkpoint = EpochCheckpoint(ck, history, kw["save"], kw.get("per_class"))
-    callbacks = [EpochProgress(p.console, label, p.recipe.epochs, steps, keys, quiet=p.quiet), checkpoint]
+    callbacks = [EpochProgress(p.console, label, p.recipe.epochs, keys, quiet=p.quiet), checkpoint]
     if done:
         p.console.print(f"{label}: resuming after epoch {done} of {p.recipe.epochs}")
     training.fit(model, p.data, p.recipe, callbacks, initial_epoch=done)

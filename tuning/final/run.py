@@ -62,6 +62,7 @@ class FinalResult:
     scores: dict[str, float]  # model -> validation mIoU of the saved model
     better: str
     metrics: dict[str, Any] = field(repr=False)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)  # `tune pix2pix --json`
 
 
 def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult:
@@ -222,7 +223,23 @@ def _finish(
         out / "examples.png",
     )
     _print_table(console, report, results, better)
-    return FinalResult(out, scores, better, report)
+    return FinalResult(out, scores, better, report, _summary(out, report, results, better))
+
+
+def _summary(out: Path, report: dict[str, Any], results: dict[str, Any], better: str) -> dict[str, Any]:
+    """What a script reads from `tune pix2pix --json`: the run folder, each saved model's validation mIoU
+    and per-class IoU, the better one and the file to ship (paths as the user would open them)."""
+    entries = {name: report[result.key] for name, result in results.items()}
+    return {
+        "run": str(out),
+        "epochs": report["run"]["epochs"],
+        "scores": {name: entry["val_miou"] for name, entry in entries.items()},
+        "better": better,
+        "ship": str(out / report["ship"]),
+        "per_class_iou": {name: entry["val_per_class_iou"] for name, entry in entries.items()},
+        "files": {name: str(out / entry["file"]) for name, entry in entries.items()},
+        "metrics": str(out / "metrics.json"),
+    }
 
 
 def _print_table(console: Console, report: dict[str, Any], results: dict[str, Any], better: str) -> None:

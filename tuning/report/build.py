@@ -1,8 +1,8 @@
 """`tune report`: one self-contained HTML file of a study (plotly.js inlined: opens without network),
 plus every plot as a PNG next to it for people who paste pictures into their own reports.
 
-Data comes from tuning.report_data; the same data is drawn twice, by tuning.report_plotly (HTML) and
-tuning.report_png (matplotlib), so both show the same thing.
+Data comes from report/data.py; the same data is drawn twice, by plotly_figures.py (HTML; four figures
+are Optuna's own, with our additions) and png_figures.py (matplotlib), so both show the same thing.
 """
 
 from __future__ import annotations
@@ -58,15 +58,18 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
     from marstune.tuning.report import data as rd
     from marstune.tuning.report import plotly_figures as rp
     from marstune.tuning.report import png_figures as png
+    from marstune.tuning.study.storage import load_study
 
+    loaded = load_study(storage, study.name)  # Optuna's own figures draw from the study object
     complete = len(study.complete)
     none_yet = "no complete trial yet: run `tune run` until one finishes"
     out = [
         Section(
             "optimization-history",
             "Optimization history",
-            "Each trial's validation mIoU (pruned trials at their last epoch) and the best so far.",
-            rp.history(study),
+            "Each trial's validation mIoU (pruned trials at their last epoch), the best so far, and above "
+            "it the compute spent by then.",
+            rp.history(loaded, study),
             lambda p: png.history(study, p),
         )
     ]
@@ -76,7 +79,7 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
         "One line per complete trial through its parameter values, coloured by mIoU.",
     )
     if complete:
-        par.figure, par.png = rp.parallel(study), lambda p: png.parallel(study, p)
+        par.figure, par.png = rp.parallel(loaded, study), lambda p: png.parallel(study, p)
     else:
         par.note = none_yet
     out.append(par)
@@ -88,7 +91,8 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
         note=why,
     )
     if values is not None:
-        imp.figure, imp.png = rp.importances(values), lambda p: png.importances(values, study, p)
+        imp.figure = rp.importances(loaded, list(values))
+        imp.png = lambda p: png.importances(values, study, p)
     out.append(imp)
     curves = Section(
         "intermediate-values",
@@ -96,7 +100,7 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
         "Validation mIoU after each epoch: the learning curves; dotted red lines are pruned trials.",
     )
     if any(t.curve for t in study.trials):
-        curves.figure, curves.png = rp.intermediate(study), lambda p: png.intermediate(study, p)
+        curves.figure, curves.png = rp.intermediate(loaded, study), lambda p: png.intermediate(study, p)
     else:
         curves.note = "no trial reported an epoch yet"
     out.append(curves)

@@ -148,24 +148,53 @@ def comparable_studies(storage: BaseStorage, data: StudyData) -> list[StudyData]
     return out
 
 
-def best_so_far(study: StudyData) -> tuple[list[int], list[float], list[float], str]:
-    """Best value after each finished trial: x as trial count and as cumulative compute.
+def cumulative_compute(study: StudyData) -> tuple[list[TrialRow], list[float], str]:
+    """The finished trials in order and the compute spent up to each, with the compute's name.
 
     Compute is training seconds when every finished trial recorded them (real training), else epochs
     trained: a pruned trial costs its epochs too, which is where pruning and samplers differ.
     """
     finished = [t for t in study.trials if t.finished]
     seconds = all(t.train_seconds is not None for t in finished) and bool(finished)
-    xs, ys, cost, total, best = [], [], [], 0.0, float("-inf")
-    for k, t in enumerate(finished, start=1):
+    cost, total = [], 0.0
+    for t in finished:
         total += float(t.train_seconds) if seconds else t.epochs  # type: ignore[arg-type]
+        cost.append(total)
+    return finished, cost, ("training seconds (cumulative)" if seconds else "epochs trained (cumulative)")
+
+
+def best_so_far(study: StudyData) -> tuple[list[int], list[float], list[float], str]:
+    """Best value after each finished trial: x as trial count and as cumulative compute."""
+    finished, spent, label = cumulative_compute(study)
+    xs, ys, cost, best = [], [], [], float("-inf")
+    for k, (t, total) in enumerate(zip(finished, spent, strict=True), start=1):
         if t.state == "complete" and t.value is not None:
             best = max(best, t.value)
         if best > float("-inf"):
             xs.append(k)
             ys.append(best)
             cost.append(total)
-    return xs, ys, cost, ("training seconds (cumulative)" if seconds else "epochs trained (cumulative)")
+    return xs, ys, cost, label
+
+
+def _amount(value: float, seconds: bool) -> str:
+    if not seconds:
+        return f"{value:.0f}"
+    if value < 120:
+        return f"{value:.0f}s"
+    return f"{value / 60:.0f}m" if value < 7200 else f"{value / 3600:.1f}h"
+
+
+def compute_ticks(study: StudyData, ticks: int = 6) -> tuple[list[int], list[str], str] | None:
+    """The history's compute axis: at up to `ticks` finished trial numbers (the last among them), the
+    compute spent by then. None before a trial finished or while nothing was spent."""
+    finished, spent, label = cumulative_compute(study)
+    if not finished or spent[-1] <= 0:
+        return None
+    step = max(1, -(-len(finished) // ticks))  # ceil: at most `ticks` marks
+    picks = sorted({*range(len(finished) - 1, -1, -step)})
+    seconds = label.startswith("training seconds")
+    return [finished[i].number for i in picks], [_amount(spent[i], seconds) for i in picks], label
 
 
 def last_value(t: TrialRow) -> float | None:
@@ -188,21 +217,43 @@ def axis_values(study: StudyData, name: str) -> tuple[list[Any] | None, list[flo
     return None, [float(t.params.get(name, float("nan"))) for t in rows]
 
 
-def importances(storage: BaseStorage, study: StudyData) -> tuple[dict[str, float] | None, str]:
-    """fANOVA importances of the parameters for the value; (None, why) when they cannot be computed."""
-    import optuna
+# fANOVA fits a random forest: seeded, the HTML's figure and the PNG show the same numbers on every run.
+IMPORTANCE_SEED = 0
 
+
+def importance_evaluator() -> Any:
+    """The importance evaluator of every report figure: fANOVA (Optuna's default is PED-ANOVA, which
+    looks only at the top trials), seeded."""
+    from optuna.importance import FanovaImportanceEvaluator
+
+    return FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
+
+
+def importance_params(study: StudyData) -> tuple[list[str], str]:
+    """The parameters whose importance can be computed (those that varied), or why there are none."""
     if len(study.complete) < 2:
         return (
-            None,
+            [],
             f"parameter importances need at least 2 complete trials; this study has {len(study.complete)}",
         )
     varied = [p for p in study.space if len({repr(t.params.get(p)) for t in study.complete}) > 1]
     if not varied:
-        return None, "every complete trial used the same parameters: nothing to attribute the value to"
+        return [], "every complete trial used the same parameters: nothing to attribute the value to"
+    return varied, ""
+
+
+def importances(storage: BaseStorage, study: StudyData) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances of the parameters for the value; (None, why) when they cannot be computed."""
+    import optuna
+
+    varied, why = importance_params(study)
+    if not varied:
+        return None, why
     try:
         loaded = optuna.load_study(study_name=study.name, storage=storage)
-        return dict(optuna.importance.get_param_importances(loaded, params=varied)), ""
+        evaluator = importance_evaluator()
+        found = optuna.importance.get_param_importances(loaded, evaluator=evaluator, params=varied)
+        return {name: float(value) for name, value in found.items()}, ""
     except (ValueError, RuntimeError) as exc:
         return None, f"parameter importances could not be computed: {str(exc).splitlines()[0]}"
 

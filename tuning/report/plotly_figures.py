@@ -1,17 +1,31 @@
-"""The report's interactive figures (plotly), one function per plot, drawn from report/data.py."""
+"""The report's interactive figures (plotly).
+
+Four are Optuna's own (`optuna.visualization.plot_*` on the loaded study): the optimization history,
+parallel coordinates, parameter importances and intermediate values. We restyle them and add what
+Optuna does not draw: the pruned trials at their last epoch and the baseline star on the history, with
+a compute axis above it; the best, complete and pruned trials told apart in the learning curves (pruned
+dotted). The sampler comparison and the per-class IoU bar have no Optuna equivalent and stay ours. The
+PNGs (png_figures.py) draw the same data with matplotlib.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from marstune.tuning.constants import CLASS_NAMES
+from marstune.tuning.constants import CLASS_NAMES, METRIC_NAME
 from marstune.tuning.report.data import (
     StudyData,
-    axis_values,
     best_so_far,
+    compute_ticks,
+    importance_evaluator,
     last_value,
     scored_mean,
 )
+
+if TYPE_CHECKING:
+    import optuna
 
 COMPLETE, PRUNED, BEST, BASELINE = "#4c78a8", "#e45756", "#f58518", "#54a24b"
 LAYOUT: dict[str, Any] = {
@@ -25,9 +39,27 @@ LAYOUT: dict[str, Any] = {
 def _fig(title: str, **layout: Any) -> Any:
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    return _styled(go.Figure(), title, **layout)
+
+
+def _styled(fig: Any, title: str, **layout: Any) -> Any:
+    """Our title, template, size and legend on a figure (ours or Optuna's)."""
     fig.update_layout(title={"text": title, "x": 0.01}, **{**LAYOUT, **layout})
     return fig
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna logs a warning for an empty plot ("There are no complete trials"); the report's notes
+    already say what is missing, in one place, so its logger stays at errors while it draws."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def _whole_numbers(fig: Any, top: int) -> None:
@@ -40,21 +72,25 @@ def _hover(t: Any) -> str:
     return "<br>".join(f"{k}={v}" for k, v in t.params.items())
 
 
-def history(study: StudyData) -> Any:
+def history(loaded: optuna.Study, study: StudyData) -> Any:
+    """Optuna's optimization history (complete trials, best value), plus the pruned trials at their
+    last reported epoch, the baseline as a star and, above, the compute spent by each trial number."""
     import plotly.graph_objects as go
+    from optuna.visualization import plot_optimization_history
 
-    fig = _fig("Optimization history", xaxis_title="trial", yaxis_title="validation mIoU")
-    done = study.complete
-    fig.add_trace(
-        go.Scatter(
-            x=[t.number for t in done],
-            y=[t.value for t in done],
-            mode="markers",
-            name="complete",
-            marker={"color": COMPLETE, "size": 8},
-            text=[_hover(t) for t in done],
-        )
+    with _optuna_quiet():
+        fig = plot_optimization_history(loaded, target_name=METRIC_NAME)
+    _styled(fig, "Optimization history", xaxis_title="trial", yaxis_title="validation mIoU")
+    rows = {t.number: t for t in study.trials}
+    fig.update_traces(
+        selector={"name": METRIC_NAME},
+        name="complete",
+        marker={"color": COMPLETE, "size": 8},
     )
+    for trace in fig.select_traces(selector={"name": "complete"}):
+        trace.text = [_hover(rows[n]) for n in trace.x]
+    best = {"color": BEST, "shape": "hv"}
+    fig.update_traces(selector={"name": "Best Value"}, name="best so far", line=best)
     pruned = [t for t in study.trials if t.state == "pruned" and last_value(t) is not None]
     if pruned:
         fig.add_trace(
@@ -67,17 +103,7 @@ def history(study: StudyData) -> Any:
                 text=[_hover(t) for t in pruned],
             )
         )
-    best, xs, ys = float("-inf"), [], []
-    for t in study.trials:  # through every finished trial, so the line runs to the last one
-        if t.state == "complete" and t.value is not None:
-            best = max(best, t.value)
-        if t.finished and best > float("-inf"):
-            xs.append(t.number)
-            ys.append(best)
-    fig.add_trace(
-        go.Scatter(x=xs, y=ys, mode="lines", name="best so far", line={"color": BEST, "shape": "hv"})
-    )
-    base = next((t for t in done if t.attrs.get("enqueued_as") == "baseline"), None)
+    base = next((t for t in study.complete if t.attrs.get("enqueued_as") == "baseline"), None)
     if base is not None:
         fig.add_trace(
             go.Scatter(
@@ -88,85 +114,94 @@ def history(study: StudyData) -> Any:
                 marker={"color": BASELINE, "symbol": "star", "size": 14},
             )
         )
+    ticks = compute_ticks(study)
+    if ticks is not None:
+        numbers, labels, title = ticks
+        # An axis shows only with a trace on it: an invisible one, its range tied to the trial axis.
+        fig.add_trace(
+            go.Scatter(x=numbers, y=[None] * len(numbers), xaxis="x2", showlegend=False, hoverinfo="skip")
+        )
+        fig.update_layout(
+            xaxis2={
+                "overlaying": "x",
+                "matches": "x",
+                "side": "top",
+                "tickmode": "array",
+                "tickvals": numbers,
+                "ticktext": labels,
+                "title": {"text": title, "standoff": 4},
+                "showgrid": False,
+            },
+            margin={**LAYOUT["margin"], "t": 100},
+        )
     _whole_numbers(fig, max((t.number for t in study.trials), default=0))
     return fig
 
 
-def parallel(study: StudyData) -> Any:
-    import plotly.graph_objects as go
+def parallel(loaded: optuna.Study, study: StudyData) -> Any:
+    """Optuna's parallel coordinates of the complete trials, coloured by validation mIoU."""
+    from optuna.visualization import plot_parallel_coordinate
 
-    done = study.complete
-    dims = []
-    for name in study.space:
-        choices, values = axis_values(study, name)
-        dim: dict[str, Any] = {"label": name, "values": values}
-        bounds = study.space[name]
-        if choices is not None:
-            dim.update(tickvals=list(range(len(choices))), ticktext=[str(c) for c in choices])
-        elif "low" in bounds and "high" in bounds:  # the whole searched range, not just what was tried
-            dim["range"] = [min([bounds["low"], *values]), max([bounds["high"], *values])]
-        dims.append(dim)
-    values = [t.value for t in done]
-    dims.append({"label": "mIoU", "values": values})
-    fig = _fig("Parallel coordinates (complete trials)", margin={"l": 60, "r": 60, "t": 90, "b": 40})
-    fig.add_trace(
-        go.Parcoords(
-            dimensions=dims,
-            line={"color": values, "colorscale": "Viridis", "showscale": True, "colorbar": {"title": "mIoU"}},
+    with _optuna_quiet():
+        fig = plot_parallel_coordinate(loaded, target_name=METRIC_NAME)
+    return _styled(fig, "Parallel coordinates (complete trials)", margin={"l": 60, "r": 60, "t": 60, "b": 40})
+
+
+def importances(loaded: optuna.Study, params: list[str]) -> Any:
+    """Optuna's parameter importances, with the evaluator (seeded fANOVA) that computed the PNG's
+    numbers in data.importances: both show the same values."""
+    from optuna.visualization import plot_param_importances
+
+    with _optuna_quiet():
+        fig = plot_param_importances(
+            loaded, evaluator=importance_evaluator(), params=params, target_name=METRIC_NAME
         )
+    fig.update_traces(marker={"color": COMPLETE})
+    return _styled(
+        fig,
+        "Parameter importances (fANOVA)",
+        xaxis_title="share of the value's variance",
+        yaxis_title=None,
+        showlegend=False,
     )
-    return fig
 
 
-def importances(values: dict[str, float]) -> Any:
-    import plotly.graph_objects as go
+def intermediate(loaded: optuna.Study, study: StudyData) -> Any:
+    """Optuna's intermediate values (one line per trial), told apart: the best trial thick, complete
+    ones plain, pruned ones dotted; epochs counted from 1 as the progress lines count them."""
+    from optuna.visualization import plot_intermediate_values
 
-    ordered = sorted(values.items(), key=lambda kv: kv[1])
-    fig = _fig("Parameter importances (fANOVA)", xaxis_title="share of the value's variance")
-    fig.add_trace(
-        go.Bar(
-            x=[v for _, v in ordered],
-            y=[k for k, _ in ordered],
-            orientation="h",
-            marker={"color": COMPLETE},
-            text=[f"{v:.2f}" for _, v in ordered],
-            textposition="auto",
-        )
+    with _optuna_quiet():
+        fig = plot_intermediate_values(loaded)
+    _styled(
+        fig,
+        "Intermediate values: validation mIoU per epoch",
+        xaxis_title="epoch",
+        yaxis_title="mIoU",
+        showlegend=True,
     )
-    return fig
-
-
-def intermediate(study: StudyData) -> Any:
-    import plotly.graph_objects as go
-
-    fig = _fig("Intermediate values: validation mIoU per epoch", xaxis_title="epoch", yaxis_title="mIoU")
+    rows = {t.number: t for t in study.trials}
     best = study.best
+    styles = {
+        "best": {"color": BEST, "width": 3},
+        "pruned": {"color": PRUNED, "width": 1.5, "dash": "dot"},
+        "complete": {"color": COMPLETE, "width": 1.5},
+    }
     shown: set[str] = set()
-    for t in study.trials:
-        if not t.curve or t.state not in ("complete", "pruned", "running"):
-            continue
-        group = (
-            "best" if best and t.number == best.number else ("pruned" if t.state == "pruned" else "complete")
-        )
-        style = {
-            "best": {"color": BEST, "width": 3},
-            "pruned": {"color": PRUNED, "width": 1.5, "dash": "dot"},
-            "complete": {"color": COMPLETE, "width": 1.5},
-        }[group]
-        fig.add_trace(
-            go.Scatter(
-                x=[e + 1 for e, _ in t.curve],
-                y=[v for _, v in t.curve],
-                mode="lines+markers",
-                name=f"best (trial {t.number})" if group == "best" else group,
-                legendgroup=group,
-                showlegend=group not in shown,
-                line=style,
-                marker={"size": 5, "symbol": "x" if group == "pruned" else "circle"},
-                hovertext=f"trial {t.number} ({t.state})<br>{_hover(t)}",
-                hoverinfo="text+y",
-                opacity=1.0 if group == "best" else 0.7,
-            )
+    for trace in fig.data:  # Optuna names each line "Trial<number>"
+        t = rows[int(str(trace.name).removeprefix("Trial"))]
+        group = "pruned" if t.state == "pruned" else "complete"
+        group = "best" if best and t.number == best.number else group
+        trace.update(
+            x=[step + 1 for step in trace.x],
+            name=f"best (trial {t.number})" if group == "best" else group,
+            legendgroup=group,
+            showlegend=group not in shown,
+            line=styles[group],
+            marker={"size": 5, "symbol": "x" if group == "pruned" else "circle"},
+            hovertext=f"trial {t.number} ({t.state})<br>{_hover(t)}",
+            hoverinfo="text+y",
+            opacity=1.0 if group == "best" else 0.7,
         )
         shown.add(group)
     _whole_numbers(fig, max((len(t.curve) for t in study.trials), default=0))
@@ -174,6 +209,9 @@ def intermediate(study: StudyData) -> Any:
 
 
 def comparison(studies: list[StudyData]) -> Any:
+    """Ours: Optuna's plot_optimization_history takes several studies but draws them against trial
+    number only. This draws each study's best so far against finished trials and against compute
+    (training seconds, else epochs), where pruning and samplers differ; Optuna has no such plot."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -205,6 +243,7 @@ def comparison(studies: list[StudyData]) -> Any:
 
 
 def per_class_bar(values: dict[str, float | None], trial: int) -> Any:
+    """Ours: the per-class IoU is a user attribute of the trial, which no Optuna plot reads."""
     import plotly.graph_objects as go
 
     names = list(CLASS_NAMES)

@@ -1,6 +1,8 @@
 """The report's plots as PNG files, drawn with matplotlib from the same data as the plotly figures.
 
-(plotly's own PNG export needs kaleido, which downloads a browser; matplotlib needs nothing.)
+Kept ours: plotly's own PNG export needs kaleido, which downloads a browser, and matplotlib needs
+nothing. Optuna's `optuna.visualization.matplotlib` is experimental and would lack what we add to its
+plotly figures (pruned trials, the baseline, the compute axis), so the two would show different things.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from marstune.tuning.report.data import (
     StudyData,
     axis_values,
     best_so_far,
+    compute_ticks,
     last_value,
     scored_mean,
 )
@@ -92,6 +95,16 @@ def history(study: StudyData, path: Path) -> Path:
     ax.set(xlabel="trial", ylabel="validation mIoU", title=f"Optimization history: {study.label}")
     _integer_x(ax)
     _legend_below(ax)
+    ticks = compute_ticks(study)
+    if ticks is not None:  # the compute spent by a trial number, on an axis above (as in the HTML)
+        numbers, labels, label = ticks
+        top = ax.twiny()
+        top.set_xlim(ax.get_xlim())
+        top.set_xticks(numbers, labels, fontsize=8)
+        top.set_xlabel(label, fontsize=9)
+        top.grid(False)
+        top.spines["top"].set_visible(True)
+        top.spines["right"].set_visible(False)
     return _save(fig, path)
 
 

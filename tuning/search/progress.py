@@ -7,14 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
+from marstune.tuning.train.progress import clock as _clock
+from marstune.tuning.train.progress import epoch_line
 
 
 class Progress:
@@ -71,11 +65,9 @@ class Progress:
             return
         if self.best is None or value > self.best:
             self.best = value
-        best = f"{self.best:.4f}"
-        self.console.print(
-            f"  trial {number} epoch {epoch + 1}/{self.epochs}  val mIoU {value:.4f}  best so far {best}  "
-            f"elapsed {_clock(self._elapsed())}  ETA {self._eta()}"
-        )
+        fields = {"val mIoU": f"{value:.4f}", "best so far": f"{self.best:.4f}"}
+        line = epoch_line(f"trial {number}", epoch + 1, self.epochs, fields, self._elapsed(), self._eta())
+        self.console.print(line)
 
     def trial_finished(self, number: int, state: str, value: float | None, reason: str = "") -> None:
         if state != "failed":

@@ -83,24 +83,26 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_end_to_end_run_export_pix2pix_predict(exported: Path) -> None:
     cwd = exported.parent
-    out = Path(
-        _ok(
-            run_tune(
-                "pix2pix",
-                "--config",
-                exported.name,
-                "--epochs",
-                "1",
-                "--max-items",
-                "24",
-                "--out",
-                "runs/final",
-                cwd=cwd,
-            )
-        )
+    final = run_tune(
+        "pix2pix",
+        "--config",
+        exported.name,
+        "--epochs",
+        "1",
+        "--max-items",
+        "24",
+        "--out",
+        "runs/final",
+        cwd=cwd,
     )
+    out = Path(_ok(final))
     run = cwd / out
     assert out == Path("runs/final")
+    # One progress line per epoch and model, the kind `tune run` prints (test_epoch_progress.py).
+    for label in ("pix2pix", "u-net"):
+        (line,) = [ln for ln in final.stderr.splitlines() if ln.startswith(f"  {label} epoch 1/1  ")]
+        assert "val mIoU 0." in line and "  elapsed " in line and line.endswith("ETA 0m00s"), line
+    assert "\r" not in final.stderr  # no live bar redrawn in a log
     for name in (
         "generator.keras",
         "unet.keras",
@@ -170,8 +172,20 @@ def test_resume_continues_epochs_and_optimizer_state(exported: Path) -> None:
     _refused(run_tune(*args, "--epochs", "2", cwd=cwd), "already holds a run", "--resume")
     _refused(run_tune(*args, "--epochs", "2", "--resume", "--batch-size", "4", cwd=cwd), "batch_size")
 
-    _ok(run_tune(*args, "--epochs", "2", "--resume", cwd=cwd))
+    resumed = run_tune(*args, "--epochs", "2", "--resume", "--json", cwd=cwd)
+    _ok(resumed)
     metrics = json.loads((run / "metrics.json").read_text())
+    # --json: one object on stdout with what a script needs, the same numbers as metrics.json.
+    shown = json.loads(resumed.stdout)
+    assert shown["run"] == "runs/resumed" and shown["epochs"] == 2
+    assert shown["scores"] == {
+        "Pix2Pix": metrics["pix2pix"]["val_miou"],
+        "U-Net": metrics["unet"]["val_miou"],
+    }
+    assert shown["per_class_iou"]["U-Net"] == metrics["unet"]["val_per_class_iou"]
+    assert shown["better"] == metrics["better"] and shown["ship"] == f"runs/resumed/{metrics['ship']}"
+    assert all((cwd / path).is_file() for path in (*shown["files"].values(), shown["metrics"]))
+    assert "epoch 2/2" not in resumed.stderr  # -q: no progress lines
     steps = math.ceil(metrics["run"]["train_items"] / 8)
     for model in ("pix2pix", "unet"):
         history = metrics[model]["epochs"]
@@ -206,6 +220,23 @@ def test_wrong_config_files_are_refused(exported: Path, tmp_path: Path) -> None:
     _refused(run_tune("pix2pix", "--config", "missing.yaml", cwd=tmp_path), "does not exist")
     _refused(run_tune("pix2pix", "--config", str(exported), "--resume", cwd=tmp_path), "no run of study 'x'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_predict_json_tells_scripts_the_csv_and_the_rate(tmp_path: Path) -> None:
+    import keras
+
+    image = keras.Input((64, 128, 1))
+    keras.Model(image, keras.layers.Conv2D(5, 1, activation="softmax")(image)).save(tmp_path / "m.keras")
+    np.save(tmp_path / "test.npy", np.random.default_rng(0).uniform(0, 255, (6, 64, 128)))
+    args = ("predict", "--model", "m.keras", "--data", "test.npy", "--out", "s.csv", "--batch-size", "4")
+    result = run_tune(*args, "--json", cwd=tmp_path)
+    shown = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert result.returncode == 0, result.stderr
+    assert shown["csv"] == "s.csv" and shown["model"] == "m.keras" and shown["overlays"] is None
+    assert shown["images"] == 6 and shown["batch_size"] == 4 and shown["images_per_second"] > 0
+    assert shown["seconds"] > 0 and shown["cpu_seconds"] >= 0 and shown["device"].startswith(("cpu", "gpu:"))
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 7
+    assert "images/s" in result.stderr  # the person's line stays on stderr
 
 
 def test_resume_without_out_picks_the_newest_run_of_the_study(tmp_path: Path) -> None:

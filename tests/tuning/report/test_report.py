@@ -6,6 +6,7 @@ test_report_training.py; the offline rendering in a real browser in test_dashboa
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 def test_report_has_every_plot_and_no_network_reference(storage: str, tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()  # an explicit --out names an existing folder (tuning/outputs.py)
     result = run_tune(
         "report", "--storage", storage, "--study", "a-tpe", "--out", str(out), "--no-examples", cwd=tmp_path
     )
@@ -129,6 +131,21 @@ def test_pngs_are_written_next_to_the_report_and_have_content(storage: str, tmp_
         assert len(colours) > 20, f"{png.name} has only {len(colours)} colours"
 
 
+def test_json_names_every_file_written_and_keeps_stdout_for_it(storage: str, tmp_path: Path) -> None:
+    out = tmp_path / "r" / "report.html"
+    out.parent.mkdir()
+    args = ("report", "--storage", storage, "--study", "a-tpe", "--out", str(out), "--no-examples")
+    result = run_tune(*args, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert shown["study"] == "a-tpe" and shown["html"] == str(out) and out.is_file()
+    assert sorted(shown["pngs"]) == sorted(str(p) for p in out.parent.glob("report-*.png"))
+    assert len(shown["pngs"]) == len(PLOTS)
+    assert "Example predictions of the best configuration: skipped (--no-examples)" in shown["notes"]
+    assert all(f"note: {note}" in result.stderr for note in shown["notes"])
+    assert "PNGs:" in result.stderr and "report:" not in result.stdout  # people's lines go to stderr
+
+
 def test_one_trial_study_explains_the_missing_importances(storage: str, tmp_path: Path) -> None:
     result = run_tune("report", "--storage", storage, "--study", "one", "--no-examples", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -152,6 +169,55 @@ def test_best_so_far_against_trials_and_epochs(storage: str) -> None:
     pruned = [t for t in finished if t.state == "pruned"]
     assert all(t.epochs < 5 for t in pruned)  # a pruned trial costs only the epochs it ran
     assert cost[-1] == sum(t.epochs for t in finished) < 5 * len(finished)
+
+
+def test_four_figures_are_optunas_own_with_our_traces_added(storage: str) -> None:
+    """History, parallel coordinates, importances and learning curves are optuna.visualization's
+    figures of the study (same traces, same numbers), restyled, with what Optuna does not draw added."""
+    from optuna import visualization as vis
+
+    from marstune.tuning.report import data as rd
+    from marstune.tuning.report import plotly_figures as rp
+
+    opened = open_storage(storage)
+    loaded = optuna.load_study(study_name="a-tpe", storage=opened)
+    data = load_study_data(opened, "a-tpe")
+
+    fig, stock = rp.history(loaded, data), vis.plot_optimization_history(loaded)
+    (complete,) = fig.select_traces(selector={"name": "complete"})
+    assert list(complete.x) == list(stock.data[0].x) and list(complete.y) == list(stock.data[0].y)
+    (best,) = fig.select_traces(selector={"name": "best so far"})
+    assert list(best.y) == list(stock.data[1].y)
+    (pruned,) = fig.select_traces(selector={"name": "pruned (last epoch)"})
+    assert sorted(pruned.x) == [t.number for t in data.trials if t.state == "pruned"]
+    (star,) = fig.select_traces(selector={"name": "baseline"})
+    assert list(star.x) == [0] and star.marker.symbol == "star"  # trial 0 is the baseline
+    # the compute axis above: cumulative epochs at trial numbers, ending with the study's total
+    finished = [t for t in data.trials if t.finished]
+    assert (
+        fig.layout.xaxis2.overlaying == "x" and fig.layout.xaxis2.title.text == "epochs trained (cumulative)"
+    )
+    assert fig.layout.xaxis2.tickvals[-1] == finished[-1].number
+    assert fig.layout.xaxis2.ticktext[-1] == str(sum(t.epochs for t in finished))
+
+    fig, stock = rp.parallel(loaded, data), vis.plot_parallel_coordinate(loaded)
+    assert [list(t.y) for t in fig.data] == [list(t.y) for t in stock.data]
+    assert fig.layout.title.text.startswith("Parallel coordinates")
+
+    values, _ = rd.importances(opened, data)
+    assert values is not None
+    fig = rp.importances(loaded, list(values))
+    (bars,) = fig.data
+    assert dict(zip(bars.y, bars.x, strict=True)) == pytest.approx(values)  # the PNG's numbers
+    assert fig.layout.title.text == "Parameter importances (fANOVA)"
+
+    fig, stock = rp.intermediate(loaded, data), vis.plot_intermediate_values(loaded)
+    assert len(fig.data) == len(stock.data) == sum(bool(t.curve) for t in data.trials)
+    for ours, theirs in zip(fig.data, stock.data, strict=True):
+        assert list(ours.y) == list(theirs.y) and list(ours.x) == [step + 1 for step in theirs.x]
+    styles = {(t.name, t.line.dash, t.line.color) for t in fig.data}
+    assert ("pruned", "dot", rp.PRUNED) in styles and ("complete", None, rp.COMPLETE) in styles
+    assert f"best (trial {data.best.number})" in {t.name for t in fig.data}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ import numpy as np
 import optuna
 import pytest
 
+from marstune.tuning.config.spec import spec_from_stored
+from marstune.tuning.study.lifecycle import stored_spec_raw
 from marstune.tuning.study.storage import open_storage
 from tests.conftest import run_tune
 
@@ -35,14 +37,19 @@ def test_trials_carry_what_the_dashboard_shows(study_dir: Path) -> None:
     study = optuna.load_study(
         study_name="real", storage=open_storage(f"sqlite:///{study_dir}/studies/tune.db")
     )
-    assert study.user_attrs["spec"]["study"] == "real" and study.user_attrs["spec"]["train"]["epochs"] == 1
+    spec = stored_spec_raw(study._storage, study._study_id)  # a system attribute (not flooding user attrs)
+    assert spec is not None and spec["study"] == "real" and spec["train"]["epochs"] == 1
     assert study.user_attrs["data_source"].startswith("synthetic")
     for trial in study.get_trials():
         assert trial.state == optuna.trial.TrialState.COMPLETE and 0.0 <= trial.value <= 1.0
         assert set(trial.params) == {"base_filters", "levels", "kernel", "dropout", "activation"}
         assert list(trial.intermediate_values) == [0]  # one epoch, one learning-curve point
         attrs = trial.user_attrs
-        assert attrs["config"] == {**study.user_attrs["spec"]["baseline"], **trial.params}
+        assert attrs["config"] == {
+            **spec["baseline"],
+            **spec_from_stored(spec).loss.as_params(),
+            **trial.params,
+        }
         assert attrs["epochs_run"] == 1 and attrs["device"] == "cpu" and attrs["engine"] == "optuna"
         assert attrs["wall_seconds"] >= attrs["train_seconds"] > 0
         per_class = attrs["per_class_iou"]
@@ -90,6 +97,7 @@ def test_report_shows_per_class_iou_and_example_predictions(study_dir: Path) -> 
     )
     assert quick == pytest.approx(study.best_value, abs=0.02), (quick, study.best_value)
     assert '<div id="plot-param-importances"' in text  # 2 complete trials with different params
+    assert "training seconds (cumulative)" in text  # real trials record training time: the compute axis
     import matplotlib.image
 
     for key in ("per-class-iou", "example-predictions"):
