@@ -1,8 +1,13 @@
 """A Gaussian process over (configuration x epoch) for complete grids of learning curves.
 
-The kernel is separable, k((x, t), (x', t')) = kc(x, x') * kt(t, t') + noise * [same point], with
+The kernel is separable, k((x, t), (x', t')) = (kc(x, x') + run * [same run]) * kt(t, t') + noise *
+[same point], with
   kc = variance * Matérn52(ARD over the parameters) + bias + linear * <x, x'>
   kt = an RBF in log epoch (or the identity: epochs as independent outputs sharing kc).
+`run` is what one training run adds to its configuration's curve for the whole run (its seed, its data
+order): a smooth offset no other configuration shares. Each configuration was trained once, so only
+the GP can tell it from the configuration's own effect; prediction for a configuration leaves it out,
+and the replay draws a fresh one per seed.
 The linear part is a Bayesian linear trend: CPU seconds are nearly linear in log filters, kernel size
 and depth, and a trend carries to the corners of the space where a stationary kernel alone would fall
 back to the mean. Every configuration is recorded at every epoch, so the kernel matrix is the Kronecker
@@ -24,6 +29,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from bench.replay import feature_lengthscales, matern52, scaled_distance
+from bench.residual_map import ResidualMap
 
 # (mean, sd) of the log of each hyperparameter: lengthscales on [0, 1]-scaled inputs near 1, signal and
 # shared-curve (bias) variance near the standardised data's, the noise near a tenth of it. Weak, but with
@@ -33,6 +39,7 @@ PRIORS = {
     "variance": (0.0, 1.5),
     "bias": (0.0, 1.5),
     "linear": (math.log(0.1), 1.5),
+    "run": (math.log(0.1), 1.5),
     "ell_t": (math.log(0.5), 1.0),
     "noise": (math.log(0.1), 1.5),
 }
@@ -41,6 +48,7 @@ BOUNDS = {
     "variance": (-8.0, 4.0),
     "bias": (-8.0, 4.0),
     "linear": (-10.0, 4.0),
+    "run": (-12.0, 2.0),
     "ell_t": (math.log(0.03), math.log(30.0)),
     "noise": (math.log(1e-5), math.log(4.0)),
 }
@@ -56,9 +64,10 @@ class GPFit:
     """A fitted GP mean (the JSON of replay.GPMean) and its in-sample smoothing, for the noise model."""
 
     doc: dict[str, Any]
-    fitted: np.ndarray  # (n, T) posterior mean at the recorded configurations
-    residual_dof: float  # E[sum of squared residuals] / noise variance: tr((I - S)^2), S the hat matrix
-    white_lag1: float  # lag-1 autocorrelation the residuals of white noise would show around this smoother
+    fitted: np.ndarray  # (n, T) posterior mean of each recorded configuration (what replay gives)
+    trend: np.ndarray  # (n, T) posterior mean of each recorded run (its configuration + its run effect)
+    residual_map: ResidualMap  # what the smoother giving `trend` does to noise (for the noise model)
+    run_cov: np.ndarray  # (T, T) covariance over epochs of a run's own effect, in data units
     hyper: dict[str, float]
 
 
@@ -84,7 +93,7 @@ class _Problem:
         self.gram = X @ X.T
         u = epoch_inputs(Z.shape[1])
         self.du2 = (u[:, None] - u[None, :]) ** 2
-        self.names = ["ell"] * self.P + ["variance", "bias", "linear"]
+        self.names = ["ell"] * self.P + ["variance", "bias", "linear", "run"]
         self.names += (["ell_t"] if epoch_kernel else []) + ["noise"]
         self.prior_mean = np.array([PRIORS[k][0] for k in self.names])
         self.prior_sd = np.array([PRIORS[k][1] for k in self.names])
@@ -93,12 +102,13 @@ class _Problem:
     def parts(self, theta: np.ndarray) -> dict[str, Any]:
         P = self.P
         ell, variance, bias = np.exp(theta[:P]), math.exp(theta[P]), math.exp(theta[P + 1])
-        linear, noise = math.exp(theta[P + 2]), math.exp(theta[-1])
+        linear, run, noise = math.exp(theta[P + 2]), math.exp(theta[P + 3]), math.exp(theta[-1])
         scaled = self.dists / ell[:, None, None] ** 2
         r = np.sqrt(np.maximum(scaled.sum(0), 0.0))
-        kc = variance * matern52(r) + bias + linear * self.gram
+        kc_config = variance * matern52(r) + bias + linear * self.gram
+        kc = kc_config + run * np.eye(len(kc_config))  # each recorded curve is also its own run
         if self.epoch_kernel:
-            ell_t = math.exp(theta[P + 3])
+            ell_t = math.exp(theta[P + 4])
             kt = np.exp(-0.5 * self.du2 / ell_t**2)
         else:
             ell_t, kt = None, np.eye(self.Z.shape[1])
@@ -107,9 +117,9 @@ class _Problem:
         D = np.maximum(np.outer(lc, lt), 0.0) + noise
         rotated = uc.T @ self.Z @ ut
         alpha = uc @ (rotated / D) @ ut.T
-        return dict(ell=ell, variance=variance, bias=bias, linear=linear, noise=noise, ell_t=ell_t,
-                    scaled=scaled, r=r, kc=kc, kt=kt, lc=lc, uc=uc, lt=lt, ut=ut, D=D, rotated=rotated,
-                    alpha=alpha)  # fmt: skip
+        return dict(ell=ell, variance=variance, bias=bias, linear=linear, run=run, noise=noise, ell_t=ell_t,
+                    scaled=scaled, r=r, kc=kc, kc_config=kc_config, kt=kt, lc=lc, uc=uc, lt=lt, ut=ut, D=D,
+                    rotated=rotated, alpha=alpha)  # fmt: skip
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         p = self.parts(theta)
@@ -126,6 +136,7 @@ class _Problem:
         grad.append(config_grad(p["variance"] * matern52(p["r"])))
         grad.append(config_grad(np.full_like(p["kc"], p["bias"])))
         grad.append(config_grad(p["linear"] * self.gram))
+        grad.append(config_grad(p["run"] * np.eye(len(p["kc"]))))
         if self.epoch_kernel:
             dkt = p["kt"] * self.du2 / p["ell_t"] ** 2
             diag_t = np.einsum("ij,ij->j", p["ut"], dkt @ p["ut"])
@@ -164,24 +175,18 @@ def _fit_gp(X: np.ndarray, Y: np.ndarray, features: list[dict[str, Any]], epoch_
         "inputs": X.tolist(),
         "weights": weights.tolist(),
     }
-    lam = p["D"] - p["noise"]
-    basis = np.kron(p["uc"], p["ut"])  # eigenvectors of Kc (x) Kt, rows ordered (config, epoch)
-    residual_maker = np.eye(len(basis)) - (basis * (lam / p["D"]).ravel()) @ basis.T  # I - S
-    hyper = {"noise_sd": math.sqrt(p["noise"]) * scale, "ell_t": p["ell_t"] or 0.0}
-    hyper |= {k: p[k] for k in ("variance", "bias", "linear")}
+    hyper = {"noise_sd": math.sqrt(p["noise"]) * scale, "run_sd": math.sqrt(p["run"]) * scale}
+    hyper |= {"ell_t": p["ell_t"] or 0.0} | {k: p[k] for k in ("variance", "bias", "linear")}
     hyper |= {f"ell_{f['param']}": float(v) for f, v in zip(features, p["ell"], strict=True)}
-    dof, lag1 = residual_moments(residual_maker, Y.shape[1])
-    return GPFit(doc, offset + scale * (p["kc"] @ weights), dof, lag1, hyper)
-
-
-def residual_moments(residual_maker: np.ndarray, epochs: int) -> tuple[float, float]:
-    """For residuals r = M e of white noise e (M = I - S, rows ordered (curve, epoch)): the expected sum
-    of squares over the noise variance, tr(M M^T), and the expected lag-1 autocorrelation within curves.
-    A smoother makes white noise look anti-correlated; the noise model subtracts this."""
-    cov = residual_maker @ residual_maker.T
-    idx = np.arange(len(cov)).reshape(-1, epochs)
-    head, tail = idx[:, :-1].ravel(), idx[:, 1:].ravel()
-    return float(np.trace(cov)), float(cov[head, tail].sum() / cov[head, head].sum())
+    return GPFit(
+        doc,
+        fitted=offset + scale * (p["kc_config"] @ weights),
+        trend=offset + scale * (p["kc"] @ weights),
+        # I - S is diagonal in the eigenbasis of (Kc + run I) (x) Kt, with gain noise / (lambda + noise)
+        residual_map=ResidualMap(p["ut"], p["noise"] / p["D"]),
+        run_cov=p["run"] * scale**2 * p["kt"],
+        hyper=hyper,
+    )
 
 
 def predictor(doc: dict[str, Any], features: list[dict[str, Any]]):

@@ -6,10 +6,12 @@ imports from bench/) because it moves into the product as tuning/search/replay.p
 `objective.kind: replay`. bench/surrogate_fit.py writes the JSON file this reads; nothing is unpickled.
 
 A curve is the surrogate's smooth mean plus noise with the structure measured on the recorded curves:
-  val_miou[t] = clip(mean(x, t) + sd(x, t) * z[t], 0, 1)
+  val_miou[t] = clip(mean(x, t) + run[t] + sd(x, t) * z[t], 0, 1)
   seconds[t]  = exp(log_mean(x, t) + sd_seconds * e[t])
 where mean and log_mean are Gaussian-process posterior means over configurations (weights on the
-recorded configurations, one column per epoch), sd(x, t) grows with the curve's level and epoch as the
+recorded configurations, one column per epoch), run is the seed's own smooth offset for the whole run
+(retraining one configuration does not give the same curve: Gaussian, covariance over epochs as
+estimated from the recording), sd(x, t) grows with the curve's level and epoch as the
 recorded residuals did, z[t] is an AR(1) Gaussian series mapped onto the recorded residuals' quantiles
 (their skew: validation scores drop more often than they jump) and e[t] is a Gaussian AR(1) series
 (an epoch that met a busy machine is often followed by another). Seconds are CPU
@@ -136,6 +138,7 @@ class Replay:
         self.ar1 = float(noise["miou"]["ar1"])
         self.probs = np.asarray(noise["miou"]["probabilities"], dtype=float)
         self.quantiles = np.asarray(noise["miou"]["quantiles"], dtype=float)
+        self.run_chol = np.asarray(noise["run"]["chol"], dtype=float)
         self.sd_seconds = float(noise["log_seconds"]["sd"])
         self.ar1_seconds = float(noise["log_seconds"]["ar1"])
 
@@ -164,8 +167,8 @@ class Replay:
     def curve(self, params: Mapping[str, Any], seed: int) -> list[tuple[float, float]]:
         """One replayed trial: (val_miou, seconds) per epoch 1..epochs; the same (params, seed), the same."""
         x = encode(self.features, params)
-        level = self.miou(x)
         rng = np.random.default_rng(_seed_sequence(params, seed))
+        level = self.miou(x) + self.run_chol @ rng.standard_normal(self.epochs)
         miou = np.clip(level + self.noise(level, rng), 0.0, 1.0)
         seconds = np.exp(self.log_seconds(x) + self.sd_seconds * _ar1(self.epochs, self.ar1_seconds, rng))
         return [(float(m), float(s)) for m, s in zip(miou, seconds, strict=True)]

@@ -143,6 +143,22 @@ def noise_check(curves: Curves, replay: Replay) -> dict[str, Any]:
     }
 
 
+def single_run_ceiling(curves: Curves, replay: Replay, draws: int = 100) -> dict[str, float]:
+    """The rank correlation a perfect surrogate could reach against recordings of one run per
+    configuration, by the fitted model itself: its configuration means against replayed runs (their own
+    offsets and epoch noise) at the recorded configurations, median over draws. Approximate: the fitted
+    means are shrunk a little, which lowers it."""
+    means = np.stack([replay.mean_curve(p) for p in curves.params])
+    early = min(EARLY, curves.epochs) - 1
+    runs = [
+        np.array([[m for m, _ in replay.curve(p, 10_000 + d)] for p in curves.params]) for d in range(draws)
+    ]
+    return {
+        "last": float(np.median([spearman(means[:, -1], r[:, -1]) for r in runs])),
+        "early": float(np.median([spearman(means[:, early], r[:, early]) for r in runs])),
+    }
+
+
 def _fmt(v: float) -> str:
     return "  n/a" if v != v else f"{v:5.2f}"
 
@@ -153,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help=f"the surrogate file (default {OUT})")
     parser.add_argument("--folds", type=int, default=0, help="k folds over configurations (0: leave one out)")
     parser.add_argument("--model", choices=EXPORTABLE, help="export this model, whatever validation says")
+    parser.add_argument("--plot", type=Path, help="also draw recorded vs replayed curves to this PNG")
     args = parser.parse_args(argv)
     curves = load_curves(args.curves)
     k = curves.n if args.folds <= 0 else min(args.folds, curves.n)
@@ -162,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {curves.n} configurations: rank correlations over so few mean little")
     print(f"\n== mean models, held out ({'leave-one-config-out' if k == curves.n else f'{k}-fold'}) ==")
     print("model      rho@last  rho@3  rmse(all)  rmse@last   (vs the held-out recorded values)")
-    scores = {kind: mean_scores(curves, held_out(curves, kind, k)) for kind in CANDIDATES}
+    preds = {kind: held_out(curves, kind, k) for kind in CANDIDATES}
+    scores = {kind: mean_scores(curves, pred) for kind, pred in preds.items()}
     for kind, s in scores.items():
         print(f"{kind:9s}  {_fmt(s['spearman_last'])}    {_fmt(s['spearman_epoch3'])}  "
               f"{s['rmse_all']:8.4f}  {s['rmse_last']:9.4f}")  # fmt: skip
@@ -203,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     rho_noisy = np.median([spearman(row, curves.miou[:, -1]) for row in replayed_last])
     print(f"replayed (noisy) last epoch vs recorded: median rho {_fmt(float(rho_noisy))} (in-sample)")
+    ceiling_run = single_run_ceiling(curves, replay)
+    hyper = doc["fit"]["hyper_miou"]
+    print(f"run-to-run sd {hyper['run_sd']:.4f} (a run's own offset, whole curve), epoch noise sd "
+          f"{hyper['noise_sd']:.4f}: even a perfect surrogate would rank single-run recordings at about "
+          f"rho {ceiling_run['last']:.2f} (last epoch), {ceiling_run['early']:.2f} "
+          f"(epoch {EARLY})")  # fmt: skip
 
     doc["validation"] = {
         "held_out": "leave-one-config-out" if k == curves.n else f"{k}-fold over configurations",
@@ -212,9 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_total_median_error": round(float(np.median(total_err)), 4),
         "load_sensitivity": {k: round(v, 4) for k, v in load.items()},
         "noise": noise,
+        "single_run_ceiling": {k: round(v, 4) for k, v in ceiling_run.items()},
     }
     args.out.write_text(dump_json(doc) + "\n")
     print(f"\nwrote {args.out} ({chosen}, fitted on {curves.n} configurations)")
+    if args.plot:
+        from bench.surrogate_plot import plot
+
+        plot(curves, replay, args.plot, preds[chosen])
+        print(f"wrote {args.plot}")
     print()
     ranking.report(curves)
     return 0

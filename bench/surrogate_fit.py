@@ -25,8 +25,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from bench.curves_data import Curves
-from bench.kron_gp import GPFit, epoch_inputs, fit_gp, predictor, residual_moments
+from bench.kron_gp import GPFit, epoch_inputs, fit_gp, predictor
 from bench.replay import FORMAT, encode
+from bench.residual_map import ResidualMap
 
 QUANTILE_PROBS = np.linspace(0.0, 1.0, 41)
 
@@ -69,13 +70,13 @@ def poly_smooth(Y: np.ndarray, degree: int) -> tuple[np.ndarray, float]:
     return smooth, float(((Y - smooth) ** 2).sum())
 
 
-def fit_noise(residuals: np.ndarray, level: np.ndarray, dof: float, white_lag1: float) -> dict[str, Any]:
+def fit_noise(residuals: np.ndarray, level: np.ndarray, smoother: ResidualMap) -> dict[str, Any]:
     """The recorded curves' noise around their smooth trend (residuals and levels are (n, T) grids):
     - size: sd(x, t) = exp(c0 + c1 * level + c2 * log t) by heteroscedastic Gaussian maximum likelihood
       (a curve stuck near 0 predicts one class and barely moves; a curve at 0.4 swings), then inflated by
-      N / dof: residuals around a fitted smoother are smaller than the noise (dof = E[RSS] / variance);
-    - memory: the lag-1 autocorrelation of the standardised residuals within each curve (AR(1)), less
-      the anti-correlation the smoother alone gives white noise;
+      N / E[RSS]: residuals around a fitted smoother are smaller than the noise (bench/residual_map.py);
+    - memory: AR(1), the phi whose residuals through this smoother would show the lag-1 correlation the
+      standardised recorded residuals show (a smoother makes white noise look anti-correlated);
     - shape: their quantiles (a curve drops, then recovers: the skew a Gaussian would miss)."""
     n, T = residuals.shape
     log_t = np.broadcast_to(np.log(np.arange(1, T + 1)), (n, T))
@@ -93,16 +94,17 @@ def fit_noise(residuals: np.ndarray, level: np.ndarray, dof: float, white_lag1: 
     c = minimize(nll, start, jac=True, method="L-BFGS-B", bounds=bounds).x
     z = residuals / np.exp(c[0] + c[1] * level + c[2] * log_t)
     z = z / np.sqrt((z**2).mean())  # unit scale: the inflation below carries the whole size
-    c[0] += 0.5 * math.log(residuals.size / max(dof, 1.0))
     lag1 = float((z[:, 1:] * z[:, :-1]).sum() / (z[:, :-1] ** 2).sum()) if T > 1 else 0.0
+    phi = smoother.noise_ar1(lag1)
+    dof = smoother.moments(phi)[0]
+    c[0] += 0.5 * math.log(residuals.size / max(dof, 1.0))
     return {
         "log_sd": [round(float(v), 6) for v in c],
-        "ar1": round(min(max(lag1 - white_lag1, -0.9), 0.9), 4),
+        "ar1": round(phi, 4),
         "probabilities": QUANTILE_PROBS.round(4).tolist(),
         "quantiles": np.quantile(z, QUANTILE_PROBS).round(4).tolist(),
         "residual_dof": round(dof, 2),
         "observed_lag1": round(lag1, 4),
-        "white_lag1": round(white_lag1, 4),
     }
 
 
@@ -122,11 +124,15 @@ def fit_mean(kind: str, curves: Curves, features: list[dict[str, Any]]) -> tuple
         degree = trend_degree(curves.miou)
         smooth, _ = poly_smooth(curves.miou, degree)
         fit = fit_gp(X, smooth, features, epoch_kernel=False)
-        # The residuals are those of each curve around its own polynomial (the GP nearly interpolates).
+        # A run's effect over epochs: as correlated as the smooth runs' own departures from the GP.
+        departures = fit.trend - fit.fitted
+        corr = np.corrcoef(departures.T) if curves.n >= 3 and departures.std(axis=0).min() > 0 else None
+        fit.run_cov = fit.hyper["run_sd"] ** 2 * (np.eye(curves.epochs) if corr is None else corr)
+        # The noise: each curve around its own polynomial, which is what residual_map describes.
         basis = np.vander(epoch_inputs(curves.epochs), degree + 1, increasing=True)
-        per_curve = np.eye(curves.epochs) - basis @ np.linalg.pinv(basis)
-        fit.residual_dof, fit.white_lag1 = residual_moments(
-            np.kron(np.eye(curves.n), per_curve), curves.epochs
+        fit.trend = smooth
+        fit.residual_map = ResidualMap.per_curve(
+            np.eye(curves.epochs) - basis @ np.linalg.pinv(basis), curves.n
         )
         fit.hyper["trend_degree"] = degree
     elif kind == "knn":
@@ -152,23 +158,34 @@ def fit_seconds(X: np.ndarray, cpu_seconds: np.ndarray, features: list[dict[str,
     fit = fit_gp(X, pair, features, epoch_kernel=False)
     columns = [0] + [1] * (cpu_seconds.shape[1] - 1)
     fit.doc["weights"] = np.asarray(fit.doc["weights"])[:, columns].tolist()
-    fit.fitted = fit.fitted[:, columns]
+    fit.fitted, fit.trend = fit.fitted[:, columns], fit.trend[:, columns]
+    fit.run_cov = fit.run_cov[np.ix_(columns, columns)]
     return fit
 
 
 def seconds_noise(cpu_seconds: np.ndarray) -> dict[str, float]:
     """Each epoch after the first against its own trial's mean (the same work every epoch), not against
     the GP, whose misfit between configurations is no epoch-to-epoch variation; AR(1) because the load
-    a trial meets drifts (less the anti-correlation that centring alone gives white noise)."""
+    a trial meets drifts (phi through the centring, as for the mIoU noise)."""
     later = np.log(cpu_seconds[:, 1:])
     n, m = later.shape
     resid = later - later.mean(axis=1, keepdims=True)
-    dof, white_lag1 = residual_moments(np.kron(np.eye(n), np.eye(m) - 1.0 / m), m)
-    lag1 = float((resid[:, 1:] * resid[:, :-1]).sum() / max((resid[:, :-1] ** 2).sum(), 1e-12))
+    centring = ResidualMap.per_curve(np.eye(m) - 1.0 / m, n)
+    phi = centring.noise_ar1(
+        float((resid[:, 1:] * resid[:, :-1]).sum() / max((resid[:, :-1] ** 2).sum(), 1e-12))
+    )
     return {
-        "sd": round(math.sqrt(float((resid**2).sum()) / max(dof, 1.0)), 6),
-        "ar1": round(min(max(lag1 - white_lag1, -0.9), 0.9), 4),
+        "sd": round(math.sqrt(float((resid**2).sum()) / max(centring.moments(phi)[0], 1.0)), 6),
+        "ar1": round(phi, 4),
     }
+
+
+def run_effect(cov: np.ndarray) -> dict[str, Any]:
+    """What replay needs to draw a run's own effect: a Cholesky factor of its covariance over epochs
+    (jittered: an RBF over epochs is nearly singular)."""
+    jitter = 1e-9 * max(float(np.trace(cov)) / len(cov), 1e-12)
+    chol = np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
+    return {"sd": [round(float(v), 6) for v in np.sqrt(np.diag(cov))], "chol": chol.tolist()}
 
 
 def fit_surrogate(curves: Curves, kind: str = "kron-gp") -> dict[str, Any]:
@@ -186,7 +203,8 @@ def fit_surrogate(curves: Curves, kind: str = "kron-gp") -> dict[str, Any]:
         "miou": fit.doc,
         "log_seconds": secs.doc,
         "noise": {
-            "miou": fit_noise(curves.miou - fit.fitted, fit.fitted, fit.residual_dof, fit.white_lag1),
+            "miou": fit_noise(curves.miou - fit.trend, fit.trend, fit.residual_map),
+            "run": run_effect(fit.run_cov),
             "log_seconds": seconds_noise(curves.cpu_seconds),
         },
         "fit": {

@@ -114,6 +114,7 @@ def _flat_doc(level: float, sd: float, ar1: float) -> dict[str, Any]:
                 "probabilities": probs.tolist(),
                 "quantiles": [statistics.NormalDist().inv_cdf(p) for p in probs],
             },
+            "run": {"sd": [0.0] * 12, "chol": np.zeros((12, 12)).tolist()},
             "log_seconds": {"sd": 0.05, "ar1": 0.0},
         },
     }
