@@ -8,14 +8,16 @@ imports from bench/) because it moves into the product as tuning/search/replay.p
 A curve is the surrogate's smooth mean plus noise with the structure measured on the recorded curves:
   val_miou[t] = clip(mean(x, t) + run[t] + sd(x, t) * z[t], 0, 1)
   seconds[t]  = exp(log_mean(x, t) + sd_seconds * e[t])
-where mean and log_mean are Gaussian-process posterior means over configurations (weights on the
-recorded configurations, one column per epoch), run is the seed's own smooth offset for the whole run
-(retraining one configuration does not give the same curve: Gaussian, covariance over epochs as
-estimated from the recording), sd(x, t) grows with the curve's level and epoch as the
-recorded residuals did, z[t] is an AR(1) Gaussian series mapped onto the recorded residuals' quantiles
-(their skew: validation scores drop more often than they jump) and e[t] is a Gaussian AR(1) series
-(an epoch that met a busy machine is often followed by another). Seconds are CPU
-seconds of one thread: the cost of the epoch on an idle core, whatever the recording machine's load was.
+- mean, log_mean: Gaussian-process posterior means over configurations (weights on the recorded
+  configurations, one column per epoch);
+- run: this seed's own offset for the whole run, Gaussian with the covariance over epochs estimated from
+  the recording (retraining a configuration does not give the same curve);
+- sd(x, t): grows with the curve's level and epoch as the recorded residuals did;
+- z: an AR(1) Gaussian series mapped onto the recorded residuals' quantiles (their skew: validation
+  scores drop more often than they jump); e: a Gaussian AR(1) series (an epoch that met a busy machine
+  is often followed by another).
+Seconds are CPU seconds of one thread: what the epoch costs on an idle core, whatever the recording
+machine's load was.
 """
 
 from __future__ import annotations
@@ -93,10 +95,11 @@ def _ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
     return g
 
 
-def _seed_sequence(params: Mapping[str, Any], seed: int) -> np.random.SeedSequence:
+def _seed_sequence(x: np.ndarray, seed: int) -> np.random.SeedSequence:
     """Noise seeded by (configuration, seed): one configuration replays the same curve for one seed,
-    and two configurations never share their noise (which would make their difference noise-free)."""
-    key = json.dumps({"params": dict(params), "seed": int(seed)}, sort_keys=True, default=str)
+    and two configurations never share their noise (which would make their difference noise-free).
+    Keyed on the encoded configuration, so 16 and 16.0 filters are one configuration."""
+    key = json.dumps({"x": [round(float(v), 12) for v in x], "seed": int(seed)})
     digest = hashlib.sha256(key.encode()).digest()
     return np.random.SeedSequence([int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)])
 
@@ -167,7 +170,7 @@ class Replay:
     def curve(self, params: Mapping[str, Any], seed: int) -> list[tuple[float, float]]:
         """One replayed trial: (val_miou, seconds) per epoch 1..epochs; the same (params, seed), the same."""
         x = encode(self.features, params)
-        rng = np.random.default_rng(_seed_sequence(params, seed))
+        rng = np.random.default_rng(_seed_sequence(x, seed))
         level = self.miou(x) + self.run_chol @ rng.standard_normal(self.epochs)
         miou = np.clip(level + self.noise(level, rng), 0.0, 1.0)
         seconds = np.exp(self.log_seconds(x) + self.sd_seconds * _ar1(self.epochs, self.ar1_seconds, rng))

@@ -3,8 +3,9 @@ bench/replay.py). Candidates for the smooth mean, all predicting a whole curve (
 a configuration, so that every epoch of a replayed trial comes from one consistent model:
 
   kron-gp   one Gaussian process over (configuration x epoch) with a separable kernel
-            Matérn52(config) x RBF(log epoch) and white noise: it learns from all the curves together how
-            smooth a curve is along its epochs and how much of each recorded value is noise. The grid of
+            (Matérn52 + linear)(config) x RBF(log epoch), a run's own offset and white noise: it learns
+            from all the curves together how smooth a curve is along its epochs, how far one run sits
+            from its configuration and how much of each recorded value is epoch noise. The grid of
             recorded values is complete, so the kernel matrix is a Kronecker product and one fit costs
             two small eigendecompositions (configs x configs, epochs x epochs).
   trend-gp  a parametric shape first: each recorded curve smoothed by a polynomial in log(epoch) (degree

@@ -50,6 +50,7 @@ def test_a_curve_is_determined_by_configuration_and_seed(surrogate_file: Path) -
     other = {**BASELINE, "activation": "gelu"}
     assert replay.curve(BASELINE, 3) == replay.curve(BASELINE, 3)
     assert replay.curve(BASELINE, 3) != replay.curve(BASELINE, 4)
+    assert replay.curve({**BASELINE, "base_filters": 16.0, "levels": 4.0}, 3) == replay.curve(BASELINE, 3)
     noise = lambda p, s: np.array(replay.curve(p, s))[:, 0] - replay.mean_curve(p)  # noqa: E731
     assert not np.allclose(noise(BASELINE, 3), noise(other, 3))  # two configurations never share noise
     for miou, seconds in replay.curve(BASELINE, 9):
