@@ -76,6 +76,13 @@ def report(curves: Curves) -> list[dict[str, Any]]:
         lo, hi = r["ci90"]
         print(f"{r['k']:2d}   {r['rho_best']:14.2f}   [{lo:5.2f}, {hi:5.2f}]   {r['rho_last']:14.2f}   "
               f"{r['regret']:15.4f}   {'yes' if r['winner_in_top3'] else 'no'}")  # fmt: skip
+    for level in (0.8, 0.9):
+        k = next((r["k"] for r in rows if all(q["rho_best"] >= level for q in rows[r["k"] - 1 :])), None)
+        print(
+            f"rho(final=best) >= {level} from epoch {k} on"
+            if k
+            else f"rho(final=best) never holds >= {level}"
+        )
     return rows
 
 
