@@ -7,7 +7,8 @@ The kernel is separable, k((x, t), (x', t')) = (kc(x, x') + run * [same run]) * 
 `run` is what one training run adds to its configuration's curve for the whole run (its seed, its data
 order): a smooth offset no other configuration shares. Each configuration was trained once, so only
 the GP can tell it from the configuration's own effect; prediction for a configuration leaves it out,
-and the replay draws a fresh one per seed.
+and the replay draws a fresh one per seed. With the identity over epochs it could not be told from the
+white noise, so there the white noise is the run's departure (the targets are then smooth curves).
 The linear part is a Bayesian linear trend: CPU seconds are nearly linear in log filters, kernel size
 and depth, and a trend carries to the corners of the space where a stationary kernel alone would fall
 back to the mean. Every configuration is recorded at every epoch, so the kernel matrix is the Kronecker
@@ -93,8 +94,8 @@ class _Problem:
         self.gram = X @ X.T
         u = epoch_inputs(Z.shape[1])
         self.du2 = (u[:, None] - u[None, :]) ** 2
-        self.names = ["ell"] * self.P + ["variance", "bias", "linear", "run"]
-        self.names += (["ell_t"] if epoch_kernel else []) + ["noise"]
+        self.names = ["ell"] * self.P + ["variance", "bias", "linear"]
+        self.names += (["run", "ell_t"] if epoch_kernel else []) + ["noise"]
         self.prior_mean = np.array([PRIORS[k][0] for k in self.names])
         self.prior_sd = np.array([PRIORS[k][1] for k in self.names])
         self.bounds = [BOUNDS[k] for k in self.names]
@@ -102,7 +103,8 @@ class _Problem:
     def parts(self, theta: np.ndarray) -> dict[str, Any]:
         P = self.P
         ell, variance, bias = np.exp(theta[:P]), math.exp(theta[P]), math.exp(theta[P + 1])
-        linear, run, noise = math.exp(theta[P + 2]), math.exp(theta[P + 3]), math.exp(theta[-1])
+        linear, noise = math.exp(theta[P + 2]), math.exp(theta[-1])
+        run = math.exp(theta[P + 3]) if self.epoch_kernel else 0.0
         scaled = self.dists / ell[:, None, None] ** 2
         r = np.sqrt(np.maximum(scaled.sum(0), 0.0))
         kc_config = variance * matern52(r) + bias + linear * self.gram
@@ -136,8 +138,8 @@ class _Problem:
         grad.append(config_grad(p["variance"] * matern52(p["r"])))
         grad.append(config_grad(np.full_like(p["kc"], p["bias"])))
         grad.append(config_grad(p["linear"] * self.gram))
-        grad.append(config_grad(p["run"] * np.eye(len(p["kc"]))))
         if self.epoch_kernel:
+            grad.append(config_grad(p["run"] * np.eye(len(p["kc"]))))
             dkt = p["kt"] * self.du2 / p["ell_t"] ** 2
             diag_t = np.einsum("ij,ij->j", p["ut"], dkt @ p["ut"])
             grad.append(0.5 * float(p["lc"] @ inv_d @ diag_t) - 0.5 * float((A * (p["kc"] @ A @ dkt)).sum()))
@@ -175,7 +177,8 @@ def _fit_gp(X: np.ndarray, Y: np.ndarray, features: list[dict[str, Any]], epoch_
         "inputs": X.tolist(),
         "weights": weights.tolist(),
     }
-    hyper = {"noise_sd": math.sqrt(p["noise"]) * scale, "run_sd": math.sqrt(p["run"]) * scale}
+    run = p["run"] if epoch_kernel else p["noise"]  # see the module's docstring
+    hyper = {"noise_sd": math.sqrt(p["noise"]) * scale, "run_sd": math.sqrt(run) * scale}
     hyper |= {"ell_t": p["ell_t"] or 0.0} | {k: p[k] for k in ("variance", "bias", "linear")}
     hyper |= {f"ell_{f['param']}": float(v) for f, v in zip(features, p["ell"], strict=True)}
     return GPFit(
@@ -184,7 +187,7 @@ def _fit_gp(X: np.ndarray, Y: np.ndarray, features: list[dict[str, Any]], epoch_
         trend=offset + scale * (p["kc"] @ weights),
         # I - S is diagonal in the eigenbasis of (Kc + run I) (x) Kt, with gain noise / (lambda + noise)
         residual_map=ResidualMap(p["ut"], p["noise"] / p["D"]),
-        run_cov=p["run"] * scale**2 * p["kt"],
+        run_cov=run * scale**2 * p["kt"],
         hyper=hyper,
     )
 

@@ -12,7 +12,8 @@ A curve is the surrogate's smooth mean plus noise with the structure measured on
   configurations, one column per epoch);
 - run: this seed's own offset for the whole run, Gaussian with the covariance over epochs estimated from
   the recording (retraining a configuration does not give the same curve);
-- sd(x, t): grows with the curve's level and epoch as the recorded residuals did;
+- sd(x, t): grows with the curve's level and epoch as the recorded residuals did, times a log-normal
+  factor per run (some runs are jumpier than others), mean square 1;
 - z: an AR(1) Gaussian series mapped onto the recorded residuals' quantiles (their skew: validation
   scores drop more often than they jump); e: a Gaussian AR(1) series (an epoch that met a busy machine
   is often followed by another).
@@ -139,6 +140,7 @@ class Replay:
         noise = doc["noise"]
         self.sd_coef = np.asarray(noise["miou"]["log_sd"], dtype=float)  # [1, level, log epoch]
         self.ar1 = float(noise["miou"]["ar1"])
+        self.run_log_sd = float(noise["miou"]["run_log_sd"])
         self.probs = np.asarray(noise["miou"]["probabilities"], dtype=float)
         self.quantiles = np.asarray(noise["miou"]["quantiles"], dtype=float)
         self.run_chol = np.asarray(noise["run"]["chol"], dtype=float)
@@ -172,6 +174,7 @@ class Replay:
         x = encode(self.features, params)
         rng = np.random.default_rng(_seed_sequence(x, seed))
         level = self.miou(x) + self.run_chol @ rng.standard_normal(self.epochs)
-        miou = np.clip(level + self.noise(level, rng), 0.0, 1.0)
+        jumpy = math.exp(self.run_log_sd * rng.standard_normal() - self.run_log_sd**2)  # E[jumpy^2] = 1
+        miou = np.clip(level + jumpy * self.noise(level, rng), 0.0, 1.0)
         seconds = np.exp(self.log_seconds(x) + self.sd_seconds * _ar1(self.epochs, self.ar1_seconds, rng))
         return [(float(m), float(s)) for m, s in zip(miou, seconds, strict=True)]

@@ -222,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     rho_noisy = np.median([spearman(row, curves.miou[:, -1]) for row in replayed_last])
     print(f"replayed (noisy) last epoch vs recorded: median rho {_fmt(float(rho_noisy))} (in-sample)")
     ceiling_run = single_run_ceiling(curves, replay)
-    hyper = doc["fit"]["hyper_miou"]
-    print(f"run-to-run sd {hyper['run_sd']:.4f} (a run's own offset, whole curve), epoch noise sd "
-          f"{hyper['noise_sd']:.4f}: even a perfect surrogate would rank single-run recordings at about "
+    levels = np.stack([replay.mean_curve(p) for p in curves.params])
+    epoch_sd = float(np.sqrt(np.mean([replay.noise_sd(level) ** 2 for level in levels])))
+    print(f"run-to-run sd {doc['fit']['hyper_miou']['run_sd']:.4f} (a run's own offset, whole curve), epoch "
+          f"noise sd {epoch_sd:.4f} (RMS at the recorded configurations), per-run jumpiness "
+          f"{replay.run_log_sd:.2f} (log sd): even a perfect surrogate would rank single-run recordings at "
+          "about "
           f"rho {ceiling_run['last']:.2f} (last epoch), {ceiling_run['early']:.2f} "
           f"(epoch {EARLY})")  # fmt: skip
 

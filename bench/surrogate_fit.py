@@ -78,7 +78,10 @@ def fit_noise(residuals: np.ndarray, level: np.ndarray, smoother: ResidualMap) -
       N / E[RSS]: residuals around a fitted smoother are smaller than the noise (bench/residual_map.py);
     - memory: AR(1), the phi whose residuals through this smoother would show the lag-1 correlation the
       standardised recorded residuals show (a smoother makes white noise look anti-correlated);
-    - shape: their quantiles (a curve drops, then recovers: the skew a Gaussian would miss)."""
+    - per run: some runs are jumpier than others at the same level. A log-normal scale per run, its sd
+      what the curves' own log RMS vary by beyond what ~T residuals each would vary by anyway;
+    - shape: quantiles of the residuals standardised by all of the above (a curve drops, then recovers:
+      the skew a Gaussian would miss)."""
     n, T = residuals.shape
     log_t = np.broadcast_to(np.log(np.arange(1, T + 1)), (n, T))
     r2 = residuals**2
@@ -99,9 +102,18 @@ def fit_noise(residuals: np.ndarray, level: np.ndarray, smoother: ResidualMap) -
     phi = smoother.noise_ar1(lag1)
     dof = smoother.moments(phi)[0]
     c[0] += 0.5 * math.log(residuals.size / max(dof, 1.0))
+    # Per-run scale: var(log RMS of a curve) = spread^2 + sampling, sampling ~ 1 / (2 m) for m effective
+    # residuals per curve (fewer when they are correlated).
+    m = max(dof / n * (1.0 - max(phi, 0.0)) / (1.0 + max(phi, 0.0)), 1.0)
+    log_rms = 0.5 * np.log(np.maximum((z**2).mean(axis=1), 1e-12))
+    spread2 = max(float(log_rms.var()) - 1.0 / (2.0 * m), 0.0) if n > 2 else 0.0
+    shrunk = (log_rms - log_rms.mean()) * spread2 / (spread2 + 1.0 / (2.0 * m))
+    z = z / np.exp(shrunk)[:, None]
+    z = z / np.sqrt((z**2).mean())
     return {
         "log_sd": [round(float(v), 6) for v in c],
         "ar1": round(phi, 4),
+        "run_log_sd": round(math.sqrt(spread2), 4),
         "probabilities": QUANTILE_PROBS.round(4).tolist(),
         "quantiles": np.quantile(z, QUANTILE_PROBS).round(4).tolist(),
         "residual_dof": round(dof, 2),

@@ -58,16 +58,24 @@ def ar1_noise(rng: np.random.Generator, epochs: int, sd: float, ar1: float) -> n
 
 
 def curves_doc(
-    n: int = 49, epochs: int = 12, noise: float = 0.03, seed: int = 0, ar1: float = 0.0, run_sd: float = 0.0
+    n: int = 49,
+    epochs: int = 12,
+    noise: float = 0.03,
+    seed: int = 0,
+    ar1: float = 0.0,
+    run_sd: float = 0.0,
+    jumpy: float = 0.0,
 ) -> dict[str, Any]:
     """n configurations trained once each: the true curve, plus the run's own offset (`run_sd`, the same
-    for all its epochs: its seed), plus epoch-to-epoch noise."""
+    for all its epochs: its seed), plus epoch-to-epoch noise (sd `noise` times a log-normal factor per
+    run with log sd `jumpy` and mean square 1)."""
     rng = np.random.default_rng(seed)
     configs = []
     for number in range(n):
         p = random_params(rng)
         run = run_sd * rng.standard_normal()
-        miou = np.clip(true_curve(p, epochs) + run + ar1_noise(rng, epochs, noise, ar1), 0.0, 1.0)
+        sd = noise * np.exp(jumpy * rng.standard_normal() - jumpy**2)
+        miou = np.clip(true_curve(p, epochs) + run + ar1_noise(rng, epochs, sd, ar1), 0.0, 1.0)
         cpu = true_seconds(p, epochs) * np.exp(0.02 * rng.standard_normal(epochs))
         rows = [
             {"val_miou": round(float(m), 5), "per_class_iou": None, "seconds": round(float(c) * 1.2, 3),

@@ -112,6 +112,7 @@ def _flat_doc(level: float, sd: float, ar1: float) -> dict[str, Any]:
             "miou": {
                 "log_sd": [math.log(sd), 0.0, 0.0],
                 "ar1": ar1,
+                "run_log_sd": 0.0,
                 "probabilities": probs.tolist(),
                 "quantiles": [statistics.NormalDist().inv_cdf(p) for p in probs],
             },
