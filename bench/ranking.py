@@ -30,7 +30,7 @@ def _rho(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _rho_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rho_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row pair of a and b (m, n): Pearson of the ranks, ties averaged; the
     bootstrap needs thousands, and a resample repeats configurations (ties)."""
     ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
@@ -49,7 +49,7 @@ def ranking_table(curves: Curves, seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     for k in range(1, curves.epochs + 1):
         at_k = so_far[:, k - 1]
-        boot = _rho_rows(at_k[samples], best_all[samples])
+        boot = rho_rows(at_k[samples], best_all[samples])
         boot = boot[np.isfinite(boot)]
         pick = int(np.argmax(at_k))
         rows.append(

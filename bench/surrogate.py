@@ -27,6 +27,7 @@ from bench import ranking
 from bench._common import REPO
 from bench.curves_data import CURVES, Curves, load_curves
 from bench.curves_export import dump_json
+from bench.ranking import rho_rows
 from bench.replay import GPMean, Replay
 from bench.surrogate_fit import (
     CANDIDATES,
@@ -97,11 +98,23 @@ def load_sensitivity(curves: Curves) -> dict[str, float]:
     }
 
 
+def bootstrap_ci(a: np.ndarray, b: np.ndarray, draws: int = 1000) -> tuple[float, float]:
+    """90% interval of Spearman's rho over configurations resampled: with a few dozen of them, one
+    figure alone says too little."""
+    if len(a) < 3:
+        return (float("nan"), float("nan"))
+    idx = np.random.default_rng(0).integers(0, len(a), (draws, len(a)))
+    rho = rho_rows(a[idx], b[idx])
+    lo, hi = np.nanpercentile(rho, [5, 95])
+    return (float(lo), float(hi))
+
+
 def mean_scores(curves: Curves, pred: np.ndarray) -> dict[str, float]:
     y, last = curves.miou, curves.epochs - 1
     early = min(EARLY, curves.epochs) - 1
     return {
         "spearman_last": spearman(pred[:, last], y[:, last]),
+        "spearman_last_ci90": bootstrap_ci(pred[:, last], y[:, last]),
         "spearman_epoch3": spearman(pred[:, early], y[:, early]),
         "rmse_all": float(np.sqrt(((pred - y) ** 2).mean())),
         "rmse_last": float(np.sqrt(((pred[:, last] - y[:, last]) ** 2).mean())),
@@ -161,6 +174,10 @@ def single_run_ceiling(curves: Curves, replay: Replay, draws: int = 100) -> dict
     }
 
 
+def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
+    return {k: [round(x, 4) for x in v] if isinstance(v, tuple) else round(v, 4) for k, v in scores.items()}
+
+
 def _fmt(v: float) -> str:
     return "  n/a" if v != v else f"{v:5.2f}"
 
@@ -180,16 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     if curves.n < 10:
         print(f"WARNING: {curves.n} configurations: rank correlations over so few mean little")
     print(f"\n== mean models, held out ({'leave-one-config-out' if k == curves.n else f'{k}-fold'}) ==")
-    print("model      rho@last  rho@3  rmse(all)  rmse@last   (vs the held-out recorded values)")
+    print(
+        "model      rho@last (90% bootstrap)  rho@3  rmse(all)  rmse@last   (vs the held-out recorded values)"
+    )
     preds = {kind: held_out(curves, kind, k) for kind in CANDIDATES}
     scores = {kind: mean_scores(curves, pred) for kind, pred in preds.items()}
     for kind, s in scores.items():
-        print(f"{kind:9s}  {_fmt(s['spearman_last'])}    {_fmt(s['spearman_epoch3'])}  "
-              f"{s['rmse_all']:8.4f}  {s['rmse_last']:9.4f}")  # fmt: skip
+        lo, hi = s["spearman_last_ci90"]
+        rho = f"{_fmt(s['spearman_last'])} [{_fmt(lo)}, {_fmt(hi)}]"
+        rmse = f"{s['rmse_all']:8.4f}  {s['rmse_last']:9.4f}"
+        print(f"{kind:9s}  {rho}    {_fmt(s['spearman_epoch3'])}  {rmse}")
     smooth, _ = poly_smooth(curves.miou, trend_degree(curves.miou))
     ceiling = mean_scores(curves, smooth)
-    print(f"ceiling    {_fmt(ceiling['spearman_last'])}    {_fmt(ceiling['spearman_epoch3'])}  "
-          f"{ceiling['rmse_all']:8.4f}  {ceiling['rmse_last']:9.4f}   (own smooth trend)")  # fmt: skip
+    rho = f"{_fmt(ceiling['spearman_last'])}{' ' * 16}"
+    print(f"ceiling    {rho}    {_fmt(ceiling['spearman_epoch3'])}  {ceiling['rmse_all']:8.4f}  "
+          f"{ceiling['rmse_last']:9.4f}   (own smooth trend)")  # fmt: skip
     chosen = args.model or "kron-gp"
     print(f"exported: {chosen} ({'--model' if args.model else 'the default'})")
     best = min(CANDIDATES, key=lambda kind: scores[kind]["rmse_all"])
@@ -241,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     doc["validation"] = {
         "held_out": "leave-one-config-out" if k == curves.n else f"{k}-fold over configurations",
         "configs": curves.n,
-        "means": {kind: {m: round(v, 4) for m, v in s.items()} for kind, s in scores.items()},
-        "ceiling": {m: round(v, 4) for m, v in ceiling.items()},
+        "means": {kind: _rounded(s) for kind, s in scores.items()},
+        "ceiling": _rounded(ceiling),
         "seconds_total_median_error": round(float(np.median(total_err)), 4),
         "load_sensitivity": {k: round(v, 4) for k, v in load.items()},
         "noise": noise,

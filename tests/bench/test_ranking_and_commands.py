@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from bench.curves_data import Curves, curves_from_doc
-from bench.ranking import _rho_rows, ranking_table
+from bench.ranking import ranking_table, rho_rows
 from bench.replay import Replay
 from tests.bench.synthetic_curves import SPACE, curves_doc
 from tests.conftest import REPO
@@ -28,7 +28,7 @@ def test_bootstrap_rank_correlation_equals_scipys_with_ties() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 5, (20, 9)).astype(float), rng.random((20, 9))  # many ties in a
     expected = [spearmanr(x, y).statistic for x, y in zip(a, b, strict=True)]
-    assert np.allclose(_rho_rows(a, b), expected)
+    assert np.allclose(rho_rows(a, b), expected)
 
 
 def test_a_ranking_that_flips_after_the_first_epoch() -> None:
