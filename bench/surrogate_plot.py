@@ -49,8 +49,9 @@ def plot(curves: Curves, replay: Replay, path: Path, held_out: np.ndarray | None
     hist.hist(replayed, bins=bins, density=True, histtype="step", color="C0", lw=2, label="replayed")
     hist.set_title("epoch-to-epoch change of val mIoU", fontsize=9)
     hist.legend(fontsize=7)
-    for ax in axes[-1]:
+    for ax in axes[-1][:-1]:
         ax.set_xlabel("epoch")
+    hist.set_xlabel("val mIoU[t + 1] - val mIoU[t]")
     fig.suptitle(f"replay surrogate vs {curves.n} recorded curves (val mIoU, classes 1..4)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
