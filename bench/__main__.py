@@ -1,5 +1,8 @@
 """`python -m bench [TARGET ...] [--quick]`: the performance targets of the service (`make bench`).
 
+The recorded learning curves have commands of their own: `python -m bench record` (train the design),
+`curves` (export the recording), `surrogate` (fit and validate the replay surrogate), `ranking`.
+
 Every figure printed is measured in this run; the last lines are one verdict per target:
     TARGET n: <name>: measured X (target >= Y): MET|MISSED
 Exit status: 0 all targets met, 1 some missed, 2 a benchmark could not run.
@@ -16,6 +19,13 @@ import traceback
 
 from bench._common import Outcome, machine_state, say, section
 
+# The learning-curve commands: name -> module with a `main(argv) -> int` (their own flags).
+COMMANDS = {
+    "record": "bench.record_curves",
+    "curves": "bench.curves_export",
+    "surrogate": "bench.surrogate",
+    "ranking": "bench.ranking",
+}
 # name -> (target number, module): run in this order
 TARGETS = {
     "search": (1, "bench.search_efficiency"),
@@ -30,7 +40,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Run the performance benchmarks (all by default) and print one verdict per target.",
-        epilog="examples: python -m bench | python -m bench storage | python -m bench search memory --quick",
+        epilog="examples: python -m bench | python -m bench storage | python -m bench search memory --quick"
+        f" | python -m bench {{{','.join(COMMANDS)}}} --help",
     )
     names = [*TARGETS, *(str(n) for n, _ in TARGETS.values())]
     parser.add_argument("targets", nargs="*", metavar="TARGET", help=f"any of {', '.join(names)}")
@@ -48,7 +59,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return int(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]))
+    args = _parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     say(f"tune benchmarks{' (--quick: smoke-test sizes, not the figures)' if args.quick else ''}")
     say(f"start: {machine_state()}")
