@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, StoredStudyOpt, handle_errors, stderr
+from marstune.tuning.cli.options import (
+    JsonOpt,
+    StorageOpt,
+    StoredStudyOpt,
+    ThreadsOpt,
+    handle_errors,
+    stderr,
+)
+
+# --recheck-epochs defaults to this many times the study's epochs per trial (bench/ranking.py: a short
+# budget's ranking is reliable only from about three quarters of the long budget on).
+RECHECK_FACTOR = 3
 
 HELP = (
     "Write the best trial's configuration as YAML for `tune pix2pix --config`, and the trial's own kept "
@@ -17,7 +28,9 @@ HELP = (
     "study database and other inputs are never written over.\n\n"
     "Examples:\n\n"
     "  tune export-best                     # -> studies/unet-mars.best.yaml\n\n"
-    "  tune export-best --study tpe-1 --out best.yaml\n"
+    "  tune export-best --study tpe-1 --out best.yaml\n\n"
+    "  # re-train the 3 best configurations at 3x the epochs, export the winner\n"
+    "  tune export-best --recheck 3\n"
 )
 
 
@@ -29,8 +42,22 @@ def export_best(
         Path | None, typer.Option(help="Output file (default: <study>.best.yaml in studies/).")
     ] = None,
     json_: JsonOpt = False,
+    recheck: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Re-train the study's K best configurations at --recheck-epochs and export the winner "
+            "(0: export the best trial as it is).",
+        ),
+    ] = 0,
+    recheck_epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help=f"Epochs of each re-check (default: {RECHECK_FACTOR}x the study's epochs)."),
+    ] = None,
+    threads: ThreadsOpt = 0,
 ) -> None:
     import json
+    import tempfile
 
     import yaml
 
@@ -50,22 +77,49 @@ def export_best(
     model_path = path.with_suffix(".keras")
     if out is not None:
         check_output(model_path, inputs=inputs)
-    exported = best_export(url, name)
-    kept = best_kept(url, name)
-    if out is None:
-        path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
-    if kept is not None:  # the trial's own best-epoch weights, beside the YAML
-        exported["model"] = model_path.name
-        replace_atomically(model_path, lambda tmp: tmp.write_bytes(kept.path.read_bytes()), inputs=inputs)
-    write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
+    with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
+        winner, checked = None, None
+        if recheck:
+            from marstune.tuning.search.recheck import recheck as run_recheck
+            from marstune.tuning.search.recheck import summary
+
+            epochs = recheck_epochs or RECHECK_FACTOR * _study_epochs(url, name)
+            stderr(f"re-checking the {recheck} best configurations of {name} at {epochs} epochs each")
+            done = run_recheck(url, name, recheck, epochs, Path(scratch), threads=threads)
+            for c in done:
+                stderr(f"  trial {c.trial}: search {c.search_value:.4f} -> re-check {c.recheck_value:.4f}")
+            winner, checked = done[0], summary(epochs, done)
+        exported = best_export(url, name, trial=winner.trial if winner else None)
+        if checked is not None:
+            exported["recheck"] = checked
+        model = winner.model if winner is not None and winner.model else None
+        if model is None:
+            found = best_kept(url, name, exported["trial"])
+            model = found.path if found is not None else None
+        if out is None:
+            path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
+        if model is not None:  # the trial's own best-epoch weights (at the re-check budget if re-checked)
+            exported["model"] = model_path.name
+            replace_atomically(model_path, lambda tmp: tmp.write_bytes(model.read_bytes()), inputs=inputs)
+        write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
     if json_:
-        shown = {k: exported[k] for k in ("study", "trial", "value", "config", "per_class_iou")}
-        model = str(model_path) if kept else None
-        typer.echo(json.dumps({"path": str(path), "model": model, **shown}))
+        shown = {
+            k: exported.get(k) for k in ("study", "trial", "value", "config", "per_class_iou", "recheck")
+        }
+        typer.echo(json.dumps({"path": str(path), "model": str(model_path) if model else None, **shown}))
     else:
         stderr(f"best of {name}: trial {exported['trial']}, validation mIoU {exported['value']:.4f}")
-        if kept is None:
+        if model is None:
             stderr(
                 "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
             )
         typer.echo(str(path))
+
+
+def _study_epochs(url: str, study: str) -> int:
+    from marstune.tuning.config.spec import spec_from_stored
+    from marstune.tuning.study import tables
+
+    with tables.reading(url) as conn:
+        raw = tables.study_spec_raw(conn, tables.study_id(conn, study))
+    return spec_from_stored(raw or {}).train.epochs

@@ -152,6 +152,11 @@ def run(
         load_engine(name).run(resolved, url, options)
         code = 0
     print_summary(url, resolved.study, time.time() - started, json_=json_)
+    if code == 0 and not (quiet or json_):
+        stderr(
+            f"next: tune export-best --study {resolved.study}   (--recheck 3 re-trains the 3 best "
+            "configurations at a longer budget first and exports the winner)"
+        )
     raise typer.Exit(code)
 
 

@@ -231,6 +231,15 @@ def _summary(study: StudyData, storage_label: str) -> str:
         ),
         ("best", "none yet" if best is None else f"{best.value:.4f} (trial {best.number}) {best.params}"),
     ]
+    checked = study.attrs.get("recheck")
+    if checked:  # `tune export-best --recheck`: both scores of every candidate, and what was exported
+        shown = "; ".join(
+            f"trial {c['trial']}: {c['search_value']:.4f} -> {c['recheck_value']:.4f}"
+            for c in checked["candidates"]
+        )
+        rows.append(
+            (f"re-check at {checked['epochs']} epochs", f"{shown}; exported trial {checked['winner']}")
+        )
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="summary">{cells}</table>'
 

@@ -50,6 +50,7 @@ class StudyData:
     trials: list[TrialRow]
     space: dict[str, dict[str, Any]]  # the stored space definition: parameter -> {type, choices|low,high}
     best_model: Path | None = None  # the best trial's kept model (study/artifacts.py), if any
+    attrs: dict[str, Any] = field(default_factory=dict)  # the study's user attributes (e.g. its re-check)
 
     @property
     def label(self) -> str:
@@ -106,6 +107,7 @@ def load_study_data(storage: BaseStorage, name: str) -> StudyData:
         trials=sorted(trials, key=lambda t: t.number),
         space=dict(spec.get("space") or _space_from_trials(frozen)),
         best_model=_best_model(storage, study, frozen),
+        attrs=dict(attrs),
     )
 
 

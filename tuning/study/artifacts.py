@@ -160,12 +160,13 @@ def prune(url: str, study: str, keep_models: int) -> list[KeptModel]:
     return gone
 
 
-def best_kept(url: str, study: str) -> KeptModel | None:
-    """The best trial's kept model, if it has one."""
+def best_kept(url: str, study: str, trial: int | None = None) -> KeptModel | None:
+    """The best trial's kept model (or trial `trial`'s), if it has one."""
     with tables.reading(url) as conn:
         sid = tables.study_id(conn, study)
         best = tables.best_trial_id(conn, sid)
-        models = [k for k in kept_models(conn, sid) if best is not None and k.trial == best[1]]
+        wanted = trial if trial is not None else (best[1] if best is not None else None)
+        models = [k for k in kept_models(conn, sid) if k.trial == wanted]
     if models and not models[0].path.is_file():
         raise StorageError(
             f"the kept model of trial {models[0].trial} is not at {models[0].path}; run this where the "

@@ -20,8 +20,9 @@ EXPORT_FORMAT = 1
 PACKAGES = ("marstune", "tensorflow", "keras", "optuna", "numpy")
 
 
-def best_export(url: str, name: str) -> dict[str, Any]:
-    """The best completed trial of study `name` with its config, data fingerprint, spec and versions."""
+def best_export(url: str, name: str, *, trial: int | None = None) -> dict[str, Any]:
+    """The best completed trial of study `name` (or completed trial `trial`: a re-check's winner) with its
+    config, data fingerprint, spec and versions."""
     with tables.reading(url) as conn:
         sid = tables.study_id(conn, name)
         best = tables.best_trial_id(conn, sid)
@@ -29,6 +30,9 @@ def best_export(url: str, name: str) -> dict[str, Any]:
             raise StorageError(
                 f"study {name!r} has no completed trial yet; run `tune run --study {name}` first"
             )
+        if trial is not None:
+            values = dict(tables.completed_values(conn, sid))
+            best = (tables.trial_ids_by_number(conn, sid)[trial], trial, values[trial])
         trial_id, number, value = best
         study_attrs = tables.study_user_attrs(conn, sid)
         spec = tables.study_spec_raw(conn, sid)

@@ -232,3 +232,9 @@ def forget_trial_attr(conn: sqlalchemy.Connection, sid: int, number: int, key: s
         " (SELECT trial_id FROM trials WHERE study_id = :sid AND number = :number)"
     )
     conn.execute(sqlalchemy.text(sql), {"key": key, "sid": sid, "number": number})
+
+
+def trial_ids_by_number(conn: sqlalchemy.Connection, sid: int) -> dict[int, int]:
+    """Trial number -> trial id in study `sid`."""
+    sql = "SELECT number, trial_id FROM trials WHERE study_id = :sid"
+    return {int(n): int(tid) for n, tid in _rows(conn, sql, sid=sid)}
