@@ -1,7 +1,8 @@
 """`python -m bench [TARGET ...] [--quick]`: the performance targets of the service (`make bench`).
 
 The recorded learning curves have commands of their own: `python -m bench record` (train the design),
-`curves` (export the recording), `surrogate` (fit and validate the replay surrogate), `ranking`.
+`curves` (export the recording), `surrogate` (fit and validate the replay surrogate), `ranking`; and
+`losses` (does searching the loss teach big rock?) and `gpu` (trials per hour on one GPU).
 
 Every figure printed is measured in this run; the last lines are one verdict per target:
     TARGET n: <name>: measured X (target >= Y): MET|MISSED
@@ -25,6 +26,8 @@ COMMANDS = {
     "curves": "bench.curves_export",
     "surrogate": "bench.surrogate",
     "ranking": "bench.ranking",
+    "losses": "bench.losses",
+    "gpu": "bench.gpu",
 }
 # name -> (target number, module): run in this order
 TARGETS = {

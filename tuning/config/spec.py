@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from marstune.models.settings import LOSS_NAMES
 from marstune.tuning.config.space import MODEL_KEYS, TUNABLE, Space, parse_space
 from marstune.tuning.errors import SpecError
 
@@ -31,9 +32,22 @@ DEFAULTS: dict[str, Any] = {
         "kernel": {"type": "categorical", "choices": [3, 5]},
         "dropout": {"type": "float", "low": 0.0, "high": 0.5, "grid": [0.0, 0.2, 0.4]},
         "activation": {"type": "categorical", "choices": ["relu", "elu", "gelu", "swish"]},
+        # The loss is searched too: big rock is 0.13% of the pixels, and the score averages it with the
+        # others, so a loss that ignores it caps the score (models/losses.py, bench/losses.py).
+        "loss": {"type": "categorical", "choices": list(LOSS_NAMES)},
+        "class_weight_exponent": {"type": "float", "low": 0.0, "high": 1.0, "grid": [0.5]},
+        "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "grid": [2.0]},
     },
-    # The seed report's best; enqueued first in every new study so each study is compared with it.
-    "baseline": {"base_filters": 16, "levels": 4, "kernel": 3, "dropout": 0.2, "activation": "relu"},
+    # The seed report's best with the seed's loss; enqueued first in every new study so each study is
+    # compared with it.
+    "baseline": {
+        "base_filters": 16,
+        "levels": 4,
+        "kernel": 3,
+        "dropout": 0.2,
+        "activation": "relu",
+        "loss": "crossentropy",
+    },
     "train": {
         "epochs": 10,  # the U-Net plateaus after ~10 epochs on the challenge set; pruning cuts bad ones
         "batch_size": 32,  # fits an 8 GB GPU for every config in the space; fast on CPU too

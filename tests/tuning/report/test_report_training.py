@@ -42,7 +42,8 @@ def test_trials_carry_what_the_dashboard_shows(study_dir: Path) -> None:
     assert study.user_attrs["data_source"].startswith("synthetic")
     for trial in study.get_trials():
         assert trial.state == optuna.trial.TrialState.COMPLETE and 0.0 <= trial.value <= 1.0
-        assert set(trial.params) == {"base_filters", "levels", "kernel", "dropout", "activation"}
+        searched = {"base_filters", "levels", "kernel", "dropout", "activation"}
+        assert set(trial.params) == searched | {"loss", "class_weight_exponent", "focal_gamma"}
         assert list(trial.intermediate_values) == [0]  # one epoch, one learning-curve point
         attrs = trial.user_attrs
         assert attrs["config"] == {
