@@ -14,7 +14,7 @@ from tests.conftest import REPO
 def test_the_shipped_spec_matches_design_and_defaults() -> None:
     spec = load_spec(REPO / "studies/unet.yaml")
     assert spec.study == "unet-mars"
-    assert spec.raw["space"] == DEFAULTS["space"] and spec.baseline == DEFAULTS["baseline"]
+    assert spec.raw["space"] == DEFAULTS["space"] and spec.raw["baseline"] == DEFAULTS["baseline"]
     assert spec.space.grid_size() == 3 * 4 * 2 * 3 * 4 * 4  # x 4 losses (one exponent, one gamma point)
     assert spec.space.contains(spec.baseline)
 
