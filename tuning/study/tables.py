@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.errors import StorageError
+from marstune.tuning.study.outage import Retrier, passing_cause
 from marstune.tuning.study.storage import engine_kwargs
 from marstune.tuning.study.urls import display_url, preflight, redact
 
@@ -31,20 +32,24 @@ _INFINITIES = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 
 
 @contextmanager
-def reading(url: str) -> Iterator[sqlalchemy.Connection]:
-    """A connection to an existing storage; errors become one line without the password."""
+def reading(url: str, *, wait: bool = False) -> Iterator[sqlalchemy.Connection]:
+    """A connection to an existing storage; errors become one line without the password. `status` and
+    `export-best` do not wait (a person is waiting; the connect and statement timeouts bound it); the end
+    of a run does (wait=True): its workers rode out the outage, its summary should too."""
     import sqlalchemy
     import sqlalchemy.exc
 
     preflight(url, create=False)
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
-        with engine.connect() as conn:
+        with Retrier(url)(engine.connect) if wait else engine.connect() as conn:
             yield conn
     except sqlalchemy.exc.SQLAlchemyError as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "no such table" in text or ("relation" in text and "does not exist" in text):
             text = "it holds no Optuna tables; check --storage"
+        elif (cause := passing_cause(exc)) is not None:  # down, restarting, frozen, full: say so plainly
+            text = f"{cause}; check that the database server runs and answers, then run this again"
         raise StorageError(f"cannot read storage {display_url(url)}: {redact(text)}") from None
     finally:
         engine.dispose()
