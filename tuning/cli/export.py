@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
+from marstune.tuning.cli.options import INTERRUPTED_READ, JsonOpt, StorageOpt, StudyOpt, handle_errors, stderr
 
 HELP = """Write the best trial's configuration (params, value, trial, per-class IoU, data fingerprint,
 spec, package versions) as YAML for `tune pix2pix --config`.
@@ -23,7 +23,7 @@ Examples:
 """
 
 
-@handle_errors
+@handle_errors(interrupted=INTERRUPTED_READ)
 def export_best(
     study: StudyOpt = None,
     storage: StorageOpt = None,

@@ -35,7 +35,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
     """The study's state after a run: target, trials by state, the best trial and its params."""
     from marstune.tuning.study import tables
 
-    with tables.reading(url) as conn:
+    with tables.reading(url, wait=True) as conn:
         sid = tables.study_id(conn, study)
         states = tables.state_counts(conn, sid)
         best = tables.best_trial_id(conn, sid)
@@ -95,7 +95,7 @@ def print_workers(url: str, study: str, slots: Sequence[Slot]) -> None:
 
     from marstune.tuning.study import tables
 
-    with tables.reading(url) as conn:
+    with tables.reading(url, wait=True) as conn:
         by_worker = tables.trials_by_worker(conn, tables.study_id(conn, study))
     host = socket.gethostname()
     for slot in slots:
