@@ -7,6 +7,7 @@ Each trial of the analytic objective takes about 2 s (10 epochs of 0.2 s), as in
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import datetime
@@ -177,6 +178,37 @@ def test_too_few_connections_for_eight_workers_still_ends_at_the_target(tmp_path
     advice = "start fewer workers (--workers) or raise the server's max_connections"
     assert advice in out and "(too many clients: max_connections reached)" in out, out
     assert all(len(line) < 400 for line in out.splitlines() if advice in line)  # one line each
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_its_trial_says_why_it_failed(
+    pg_instance: PgInstance,
+    tmp_path: Path,
+) -> None:
+    url, log = pg_instance.url(), tmp_path / "run.log"
+    spec = write_spec(tmp_path, study="kill9", trials=12, epochs=10, sleep=0.2)
+    proc = _run(spec, url, 2, log, tmp_path, HEARTBEAT_ENV)
+    try:
+        victim = wait_for(lambda: running_mid_trial(url, "kill9"), 150, "no worker got into a trial")
+        pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+        os.kill(pid, signal.SIGKILL)  # a child of our `tune run`, by the PID its trial names
+        code = finish([proc], timeout=240)[0]
+    finally:
+        kill_all([proc])
+    out = log.read_text()
+    assert code == 0, out
+    assert f"worker pid {pid} died of SIGKILL; a fresh process takes its place" in out, out
+    assert f"died: pid {pid} (SIGKILL), exit 0" in out, out  # the summary reports the death
+    trials = trials_of(url, "kill9")
+    states = by_state(trials)
+    assert states[TrialState.COMPLETE] == 12 and states[TrialState.RUNNING] == 0, states
+    (dead,) = [t for t in trials if t.number == victim.number]
+    assert dead.state == TrialState.FAIL and dead.system_attrs["tune:fail_kind"] == "stale"
+    assert dead.user_attrs["fail_reason"].startswith(f"worker {victim.user_attrs['worker']} stopped sending")
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.params == victim.params and retry.state == TrialState.COMPLETE
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials if "worker" in t.user_attrs}
+    assert len(pids) >= 3, pids  # two workers and the one that took the killed one's place
 
 
 @pytest.mark.slow
