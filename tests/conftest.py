@@ -16,6 +16,8 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 STORAGES = ("sqlite", "postgresql")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `pg_instance`: a PostgreSQL server of the test's own, to restart, freeze or fill (never the shared one).
+pytest_plugins = ["tests.tuning.pg_instance"]
 
 
 def _pg_admin(sql: str) -> None:

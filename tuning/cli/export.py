@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from marstune.tuning.cli.options import (
+    INTERRUPTED_READ,
     JsonOpt,
     StorageOpt,
     StoredStudyOpt,
@@ -34,7 +35,7 @@ HELP = (
 )
 
 
-@handle_errors
+@handle_errors(interrupted=INTERRUPTED_READ)
 def export_best(
     study: StoredStudyOpt = None,
     storage: StorageOpt = None,

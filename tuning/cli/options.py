@@ -93,6 +93,11 @@ INTERRUPTED_RUN = (
 )
 
 
+# Commands that only read the storage (`status`, `export-best`): no trial runs in them, nothing is half
+# written, and the next run is the same command.
+INTERRUPTED_READ = "Interrupted: nothing was written; run the same command again."
+
+
 def handle_errors(func: F | None = None, *, interrupted: str = "Interrupted.") -> Any:
     """The boundary: TuneError -> `Error: ...` on one line, exit 1 (2 for a usage error); Ctrl-C 130,
     SIGTERM 143 after the line `interrupted`; TUNE_DEBUG=1 re-raises with the traceback. Every line is

@@ -97,6 +97,7 @@ def run(
     from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
+    from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.storage import probe
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
 
@@ -129,6 +130,7 @@ def run(
     check_pruner(resolved.search.pruner)
     url = resolve_url(storage)
     preflight(url, create=True)  # the storage first: a bad URL is told before the data loads
+    check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     probe(url)
     if mlflow:  # likewise the tracking server
         from marstune.tuning.search.tracking import MlflowTracker

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from marstune.tuning.cli.options import StorageOpt, handle_errors
+from marstune.tuning.cli.options import INTERRUPTED_READ, StorageOpt, handle_errors
 
 HELP = (
     "Studies in the storage: trials by state, target, best validation mIoU, and a best-so-far trend.\n\n"
@@ -76,7 +76,7 @@ def _per_class(values: dict[str, float | None] | None) -> str:
     )
 
 
-@handle_errors
+@handle_errors(interrupted=INTERRUPTED_READ)
 def status(
     study: Annotated[
         str | None, typer.Option("--study", help="Only this study (default: every study).")

@@ -35,7 +35,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
     """The study's state after a run: target, trials by state, the best trial and its params."""
     from marstune.tuning.study import tables
 
-    with tables.reading(url) as conn:
+    with tables.reading(url, wait=True) as conn:
         sid = tables.study_id(conn, study)
         states = tables.state_counts(conn, sid)
         best = tables.best_trial_id(conn, sid)
@@ -90,20 +90,22 @@ def print_summary(url: str, study: str, seconds: float, *, json_: bool = False) 
 
 
 def print_workers(url: str, study: str, slots: Sequence[Slot]) -> None:
-    """One stderr line per local worker place: its processes, the trials they ran, how the last ended."""
+    """One stderr line per local worker place: its processes, the trials they ran, the ones that died of
+    a signal, how the last ended."""
     import socket
 
     from marstune.tuning.study import tables
 
-    with tables.reading(url) as conn:
+    with tables.reading(url, wait=True) as conn:
         by_worker = tables.trials_by_worker(conn, tables.study_id(conn, study))
     host = socket.gethostname()
     for slot in slots:
         mine = [by_worker.get(f"{host}:{pid}", {}) for pid in slot.pids]
         ran, failed = sum(sum(m.values()) for m in mine), sum(m.get("fail", 0) for m in mine)
         pids = ", ".join(map(str, slot.pids))
+        died = f", died: {', '.join(slot.deaths)}" if slot.deaths else ""
         print(
-            f"  w{slot.plan.index} (pid {pids}): ran {ran} trials ({failed} failed), exit {slot.code}",
+            f"  w{slot.plan.index} (pid {pids}): ran {ran} trials ({failed} failed){died}, exit {slot.code}",
             file=sys.stderr,
             flush=True,
         )

@@ -61,6 +61,7 @@ def worker(
     from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
     from marstune.tuning.study import tables
+    from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.urls import resolve_url
     from marstune.tuning.workers.child import ChildTask
     from marstune.tuning.workers.plan import local_plan
@@ -72,6 +73,7 @@ def worker(
 
         os.environ[VERBOSE_ENV] = "1"
     name, url = check_study_name(study or DEFAULTS["study"]), resolve_url(storage)
+    check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
     every = trials_per_process(stored)

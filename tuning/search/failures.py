@@ -3,8 +3,8 @@
 Counted in the study, not in a process: a recycled worker, the other local workers and other nodes see
 the same streak, so a space whose every configuration fails (a NaN loss, out of memory, a missing
 import) stops within MAX_FAILS_IN_A_ROW trials instead of burning the night. Trials that were
-interrupted or that duplicated another are neither failures of a configuration nor successes: they
-neither count nor break the streak.
+interrupted, that duplicated another or that a database restart made surplus are neither failures of a
+configuration nor successes: they neither count nor break the streak.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 from marstune.tuning.errors import TooManyFailures
 from marstune.tuning.study import tables
 from marstune.tuning.study.lifecycle import FailKind
+from marstune.tuning.study.outage import retrier_of
 
 if TYPE_CHECKING:
     import optuna
 
 MAX_FAILS_IN_A_ROW = 10
-NOT_COUNTED = (FailKind.INTERRUPTED, FailKind.DUPLICATE)
+NOT_COUNTED = (FailKind.INTERRUPTED, FailKind.DUPLICATE, FailKind.SURPLUS)
 
 
 def streak(recent: list[tuple[str, str | None, str | None]]) -> tuple[int, str]:
@@ -41,9 +42,12 @@ def stop_reason(study: optuna.Study) -> str | None:
     engine = getattr(getattr(storage, "_backend", storage), "engine", None)
     if engine is None:
         return None
-    with engine.connect() as conn:
-        recent = tables.recent_states(conn, study._study_id, 4 * MAX_FAILS_IN_A_ROW)  # noqa: SLF001
-    count, reason = streak(recent)
+
+    def read() -> list[tuple[str, str | None, str | None]]:
+        with engine.connect() as conn:
+            return tables.recent_states(conn, study._study_id, 4 * MAX_FAILS_IN_A_ROW)  # noqa: SLF001
+
+    count, reason = streak(retrier_of(storage)(read))
     if count < MAX_FAILS_IN_A_ROW:
         return None
     return (

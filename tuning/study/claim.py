@@ -2,6 +2,9 @@
 
 Without it, two workers that both see 159 of 160 trials done would both start one and overshoot the
 target. PostgreSQL: a session advisory lock; SQLite: an flock on a file beside the database.
+
+A database restart ends the lock's session, and with it the lock: `release()` says whether the claim
+was still held, so a worker that decided under a lost claim checks its decision again.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from marstune.tuning.study.outage import passing_cause, retrier_of
 from marstune.tuning.study.urls import sqlite_path
 
 
@@ -32,19 +36,30 @@ class StudyClaim:
             self._file = open(Path(f"{path}.lock"), "a")  # noqa: SIM115 - closed in release()
             fcntl.flock(self._file, fcntl.LOCK_EX)
         elif self._url.startswith("postgresql"):
-            import sqlalchemy
-
-            rdb = getattr(self._storage, "_backend", self._storage)  # Optuna may wrap it in a cache
-            self._conn = rdb.engine.connect()
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+            self._conn = retrier_of(self._storage)(self._lock)  # a worker waits out an outage here too
         else:
             self._thread_lock.acquire()
         self._held = True
         return self
 
-    def release(self) -> None:
+    def _lock(self) -> Any:
+        import sqlalchemy
+
+        rdb = getattr(self._storage, "_backend", self._storage)  # Optuna may wrap it in a cache
+        conn = rdb.engine.connect()
+        try:
+            # Waiting for a peer's claim is not a stuck statement: no statement timeout for this one.
+            conn.execute(sqlalchemy.text("SET LOCAL statement_timeout = 0"))
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        except BaseException:
+            conn.invalidate()  # closes the session for real: a lock granted as we gave up dies with it
+            raise
+        return conn
+
+    def release(self) -> bool:
+        """Let go of the claim; False when it was lost before (its database session ended)."""
         if not self._held:
-            return
+            return True
         self._held = False
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
@@ -53,11 +68,20 @@ class StudyClaim:
         elif self._conn is not None:
             import sqlalchemy
 
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            try:
+                held = conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                return bool(held.scalar())
+            except Exception as exc:
+                if passing_cause(exc) is None:
+                    raise
+                conn.invalidate()
+                return False
+            finally:
+                conn.close()
         else:
             self._thread_lock.release()
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -24,6 +24,7 @@ from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import SpecError
 from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.claim import StudyClaim
+from marstune.tuning.study.outage import retrier_of
 
 if TYPE_CHECKING:
     import optuna
@@ -53,6 +54,7 @@ class FailKind(StrEnum):
     ERROR = "error"  # the configuration or the code failed: counts towards the failure streak
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: re-queued, not the config's fault
     STALE = "stale"  # its worker stopped sending heartbeats: re-run once by the retry callback
+    SURPLUS = "surplus"  # started under a claim a database restart took away, past the target: dropped
     DUPLICATE = "duplicate"  # the sampler proposed a configuration the study already has
 
 
@@ -250,8 +252,12 @@ def counts(study: optuna.Study) -> dict[TrialState, int]:
     engine = getattr(rdb, "engine", None)
     if engine is None:
         return {TrialState[s]: storage.get_n_trials(sid, TrialState[s]) for s in _COUNTED}
-    with engine.connect() as conn:
-        found = tables.state_counts(conn, sid)
+
+    def read() -> dict[str, int]:
+        with engine.connect() as conn:
+            return tables.state_counts(conn, sid)
+
+    found = retrier_of(storage)(read)  # a worker's storage waits out an outage; others answer at once
     return {TrialState[s]: found[s.lower()] for s in _COUNTED}
 
 

@@ -7,30 +7,32 @@ their checks live in study/urls.py.
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from marstune.tuning.errors import StorageError
+from marstune.tuning.study import settings
+from marstune.tuning.study.outage import Retrier, passing_cause
+from marstune.tuning.study.settings import (  # noqa: F401 - where callers have always found them
+    GRACE_ENV,
+    HEARTBEAT_ENV,
+    PG_CONNECTIONS_PER_WORKER,
+    PG_MAX_OVERFLOW,
+    PG_POOL_SIZE,
+    grace_period,
+    heartbeat_interval,
+)
 from marstune.tuning.study.urls import display_url, preflight, redact, resolve_url, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
 
-HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
-GRACE_PERIOD = 30  # a trial silent this long is failed and re-queued (3 missed heartbeats)
-# Both may be overridden (whole seconds) for every process of a deployment, e.g. 1 / 3 in tests.
-HEARTBEAT_ENV, GRACE_ENV = "TUNE_HEARTBEAT_INTERVAL", "TUNE_GRACE_PERIOD"
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the lock instead of raising "database is locked"
-# Per process: one connection for trials, one for the heartbeat thread, one spare (documented in README).
-PG_POOL_SIZE = 2
-PG_MAX_OVERFLOW = 1
-# The claim's advisory lock borrows one of these, so a worker process never opens more than this many.
-PG_CONNECTIONS_PER_WORKER = PG_POOL_SIZE + PG_MAX_OVERFLOW
 # Processes opening a fresh database at once race to create its tables; the losers retry.
 SCHEMA_RACE_RETRIES = 5
 # CREATE TABLE lost (SQLite, PostgreSQL), or a one-row version stamp was inserted twice.
@@ -44,46 +46,37 @@ def _prepare_sqlite(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def _seconds_from_env(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise StorageError(f"${name} must be whole seconds >= 1, got {text!r}; unset it or fix it")
-    return int(text)
-
-
-def heartbeat_interval() -> int:
-    """Seconds between a running trial's heartbeats ($TUNE_HEARTBEAT_INTERVAL, default 10)."""
-    return _seconds_from_env(HEARTBEAT_ENV, HEARTBEAT_INTERVAL)
-
-
-def grace_period() -> int:
-    """Seconds of silence after which a trial counts as dead ($TUNE_GRACE_PERIOD, default 30)."""
-    grace, interval = _seconds_from_env(GRACE_ENV, GRACE_PERIOD), heartbeat_interval()
-    if grace <= interval:
-        raise StorageError(
-            f"${GRACE_ENV} ({grace}s) must be longer than the heartbeat interval ({interval}s, "
-            f"${HEARTBEAT_ENV}); a live trial would be failed between two heartbeats"
-        )
-    return grace
-
-
 def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine settings: the pool, and on a server a connect and a statement timeout on every
+    connection, so a frozen server costs seconds, not forever (a value given in the URL wins)."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    query = parse_qs(urlsplit(url).query)
+    connect: dict[str, Any] = {}
+    if "connect_timeout" not in query:
+        connect["connect_timeout"] = settings.connect_timeout()
+    if url.startswith("postgresql"):
+        # libpq's `options`: a server setting for every session; added to any the URL already gives.
+        given = " ".join(query.get("options", []))
+        if "statement_timeout" not in given:
+            given = f"{given} -c statement_timeout={1000 * settings.statement_timeout()}".strip()
+        connect["options"] = given
     return {
         "pool_size": PG_POOL_SIZE,
         "max_overflow": PG_MAX_OVERFLOW,
         "pool_pre_ping": True,
         "pool_recycle": 300,
+        "connect_args": connect,
     }
 
 
 def open_storage(
-    url: str | None, *, create: bool = False, heartbeat: bool = False
+    url: str | None, *, create: bool = False, heartbeat: bool = False, retry: bool = False
 ) -> optuna.storages.RDBStorage:
-    """Open (and with create=True, initialise) an Optuna RDB storage; failures become one-line errors."""
+    """Open (and with create=True, initialise) an Optuna RDB storage; failures become one-line errors.
+
+    retry=True (workers): every call rides out an outage (study/resilient.py), opening included, and the
+    storage judges others' heartbeats only while this process's own calls go through."""
     import optuna
     import sqlalchemy.exc
 
@@ -103,9 +96,14 @@ def open_storage(
             # Re-run a dead worker's trial once with its params; dying twice means the config kills workers.
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
         }
+    retrier = Retrier(url) if retry else None
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)
+            if retrier is None:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)
+            from marstune.tuning.study.resilient import ResilientStorage
+
+            return retrier(ResilientStorage, url, retrier, engine_kwargs=engine_kwargs(url), **hb)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             if attempt < SCHEMA_RACE_RETRIES and _lost_schema_race(exc):
                 # Another process (a worker, the dashboard, `tune status`) created the tables between
@@ -119,18 +117,25 @@ def open_storage(
 
 def probe(url: str) -> None:
     """Connect once to a server database before any work (a wrong host or password is told first, in
-    one line); SQLite files are checked by urls.preflight instead."""
+    one line; a server that is full or still starting is waited for); SQLite files are checked by
+    urls.preflight instead."""
     if sqlite_path(url) is not None:
         return
     import sqlalchemy
     import sqlalchemy.exc
 
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
-    try:
+
+    def connect() -> None:
         with engine.connect():
             pass
+
+    try:
+        Retrier(url, on_first_contact=True)(connect)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        cause = passing_cause(exc)  # down or frozen: in our words, with the setting that bounds the wait
+        reason = f"{cause}; check the host and port, and that the server runs" if cause else reason
         raise StorageError(f"cannot connect to storage {display_url(url)}: {reason}") from None
     finally:
         engine.dispose()

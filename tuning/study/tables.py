@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.errors import StorageError
+from marstune.tuning.study.outage import Retrier, passing_cause
 from marstune.tuning.study.storage import engine_kwargs
 from marstune.tuning.study.urls import display_url, preflight, redact
 
@@ -31,9 +32,11 @@ _INFINITIES = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 
 
 @contextmanager
-def reading(url: str) -> Iterator[sqlalchemy.Connection]:
-    """A connection to an existing storage; errors become one line without the password."""
-    with _connected(url, write=False) as conn:
+def reading(url: str, *, wait: bool = False) -> Iterator[sqlalchemy.Connection]:
+    """A connection to an existing storage; errors become one line without the password. `status` and
+    `export-best` do not wait (a person is waiting; the connect and statement timeouts bound it); the end
+    of a run does (wait=True): its workers rode out the outage, its summary should too."""
+    with _connected(url, write=False, wait=wait) as conn:
         yield conn
 
 
@@ -41,24 +44,27 @@ def reading(url: str) -> Iterator[sqlalchemy.Connection]:
 def writing(url: str) -> Iterator[sqlalchemy.Connection]:
     """A connection that commits on success: used only to drop a deleted artifact's link
     (Optuna's API refuses to change a finished trial's attributes)."""
-    with _connected(url, write=True) as conn:
+    with _connected(url, write=True, wait=True) as conn:
         yield conn
 
 
 @contextmanager
-def _connected(url: str, *, write: bool) -> Iterator[sqlalchemy.Connection]:
+def _connected(url: str, *, write: bool, wait: bool) -> Iterator[sqlalchemy.Connection]:
     import sqlalchemy
     import sqlalchemy.exc
 
     preflight(url, create=False)
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
-        with engine.begin() if write else engine.connect() as conn:
+        connect = engine.begin if write else engine.connect
+        with Retrier(url)(connect) if wait else connect() as conn:
             yield conn
     except sqlalchemy.exc.SQLAlchemyError as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "no such table" in text or ("relation" in text and "does not exist" in text):
             text = "it holds no Optuna tables; check --storage"
+        elif (cause := passing_cause(exc)) is not None:  # down, restarting, frozen, full: say so plainly
+            text = f"{cause}; check that the database server runs and answers, then run this again"
         raise StorageError(f"cannot read storage {display_url(url)}: {redact(text)}") from None
     finally:
         engine.dispose()

@@ -1,9 +1,12 @@
 """`tune run --workers K` / `tune worker --workers K`: K worker processes on this machine, one storage.
 
 The parent starts K children (workers/child.py), each replaced by a fresh process when it exits to be
-recycled, forwards SIGINT/SIGTERM to them, reads their output (one prefixed stream), waits for all of
-them, prints one summary and returns the exit code: 0 when every child finished the study, 1 when one
-failed, 128 + signal number when stopped by a signal.
+recycled or when it dies of a signal (killed by a person or by the kernel's out-of-memory killer: its
+trial is re-run by heartbeat; at most MAX_DEATHS times a place, so a configuration that kills every
+worker does not loop forever), forwards SIGINT/SIGTERM to them, reads their output (one prefixed
+stream), waits for all of them, prints one summary and returns the exit code: 0 when every place
+finished the study, 1 when one failed or died once too often, 128 + signal number when stopped by a
+signal.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
 from marstune.tuning.workers.plan import WorkerPlan, child_env
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
+MAX_DEATHS = 3  # a place whose worker died of a signal this many times gets no fresh one
 
 
 class _Forwarder:
@@ -66,6 +70,7 @@ class Slot:
     plan: WorkerPlan
     pids: list[int] = field(default_factory=list)
     code: int | None = None
+    deaths: list[str] = field(default_factory=list)  # "pid 123 (SIGKILL)" for each that died of a signal
 
 
 def _pump(stream: IO[str], prefix: str) -> None:
@@ -81,7 +86,7 @@ def _pump(stream: IO[str], prefix: str) -> None:
 def _keep_slot_working(
     slot: Slot, forward: _Forwarder, task: ChildTask, env: dict[str, str], prefix: str
 ) -> None:
-    """Run the slot's worker; when it exits to be recycled, start a fresh one in its place."""
+    """Run the slot's worker; when it exits to be recycled or dies of a signal, start a fresh one."""
     while forward.signum is None:
         proc = subprocess.Popen(
             task.argv(),
@@ -96,14 +101,30 @@ def _keep_slot_working(
         assert proc.stdout is not None
         _pump(proc.stdout, prefix)
         slot.code = proc.wait()
+        if slot.code < 0 and forward.signum is None:
+            name = _signal_name(-slot.code)
+            slot.deaths.append(f"pid {proc.pid} ({name})")
+            if len(slot.deaths) > MAX_DEATHS:
+                _say(prefix, f"worker pid {proc.pid} died of {name}, {len(slot.deaths)} deaths: not replaced")
+                return
+            _say(prefix, f"worker pid {proc.pid} died of {name}; a fresh process takes its place")
+            slot.code = RECYCLE_EXIT
+            continue
         if slot.code != RECYCLE_EXIT:
             return
         if forward.signum is None:
-            print(
-                f"{prefix}[tune] recycled after its trials: a fresh process continues",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say(prefix, "recycled after its trials: a fresh process continues")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _say(prefix: str, text: str) -> None:
+    print(f"{prefix}[tune] {text}", file=sys.stderr, flush=True)
 
 
 def run_pool(

@@ -138,3 +138,24 @@ def test_analytic_worker_never_imports_tensorflow(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and "study light: 3/3 finished" in out.stdout, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+class _SelfKilling:
+    """A child that dies of SIGKILL at once, as one the out-of-memory killer takes on every start."""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+
+
+def test_a_place_whose_worker_keeps_dying_is_refilled_a_bounded_number_of_times(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from marstune.tuning.workers.pool import MAX_DEATHS, Slot, _Forwarder, _keep_slot_working
+
+    slot = Slot(WorkerPlan(0, 1, None))
+    _keep_slot_working(slot, _Forwarder(), _SelfKilling(), {"PATH": "/usr/bin:/bin"}, "[w0] ")  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert len(slot.pids) == MAX_DEATHS + 1 and slot.code == -9  # the last one is not replaced
+    assert slot.deaths == [f"pid {pid} (SIGKILL)" for pid in slot.pids]
+    assert err.count("died of SIGKILL; a fresh process takes its place") == MAX_DEATHS
+    assert f"died of SIGKILL, {MAX_DEATHS + 1} deaths: not replaced" in err
