@@ -171,7 +171,7 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
     from marstune.tuning.study.lifecycle import prepare_study
     from marstune.tuning.workers.child import ChildTask
     from marstune.tuning.workers.plan import local_plan
-    from marstune.tuning.workers.pool import deadline_of, run_pool
+    from marstune.tuning.workers.pool import INTERRUPTED_CODES, deadline_of, run_pool
 
     every = trials_per_process(spec)
     plans = local_plan(workers, options.threads, spec.search.engine, recycle=every > 0)
@@ -196,6 +196,8 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
 
     code, slots = run_pool(spec.study, url, plans, task)
     print_workers(url, spec.study, slots)
+    if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
+        stderr(INTERRUPTED_RUN)
     return code
 
 

@@ -65,7 +65,7 @@ def worker(
     from marstune.tuning.study.urls import resolve_url
     from marstune.tuning.workers.child import ChildTask
     from marstune.tuning.workers.plan import local_plan
-    from marstune.tuning.workers.pool import deadline_of, run_pool
+    from marstune.tuning.workers.pool import INTERRUPTED_CODES, deadline_of, run_pool
 
     started = time.time()
     if verbose:  # children inherit it: nothing is filtered from their output either
@@ -97,6 +97,8 @@ def worker(
         )
         code, slots = run_pool(name, url, plans, task)
         print_workers(url, name, slots)
+        if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
+            stderr(INTERRUPTED_RUN)
     else:
         options = OptunaOptions(
             threads=threads,

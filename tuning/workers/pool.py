@@ -25,6 +25,7 @@ from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
 from marstune.tuning.workers.plan import WorkerPlan, child_env
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
+INTERRUPTED_CODES = tuple(128 + sig for sig in FORWARDED)  # what run_pool returns after a forwarded signal
 MAX_DEATHS = 3  # a place whose worker died of a signal this many times gets no fresh one
 
 
