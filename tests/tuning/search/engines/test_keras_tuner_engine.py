@@ -95,7 +95,7 @@ def test_space_becomes_preregistered_hyperparameters() -> None:
 
 
 def test_a_space_keras_tuner_cannot_take_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    spec = make_spec("random", 2, "space={dropout: {type: categorical, choices: [0.1, 0]}}")
+    spec = make_spec("random", 2, "space={dropout: {type: categorical, choices: [0.2, 0]}}")
     with pytest.raises(SpecError, match="share one type"):
         run(spec, f"sqlite:///{tmp_path / 'x.db'}")
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "studies").exists()
