@@ -123,6 +123,15 @@ def handle_errors(func: F | None = None, *, interrupted: str = "Interrupted.") -
     return wrapper  # type: ignore[return-value]
 
 
+def show_everything(verbose: bool) -> None:
+    """--verbose: nothing is filtered from this process's output, nor its worker processes' (they
+    inherit the environment)."""
+    if verbose:
+        from marstune.tuning.train.devices import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
 def default_data_path() -> Path | None:
     """The real challenge file where DESIGN.md puts it, if the user has it."""
     path = Path("data/mars_for_students.npz")

@@ -27,6 +27,7 @@ from marstune.tuning.cli.options import (
     WorkersOpt,
     handle_errors,
     load_run_spec,
+    show_everything,
     stderr,
 )
 
@@ -90,7 +91,6 @@ def run(
     verbose: VerboseOpt = False,
     mlflow: MlflowOpt = None,
 ) -> None:
-    import os
     import time
 
     from marstune.tuning.cli.summary import print_summary
@@ -102,10 +102,7 @@ def run(
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
 
     started = time.time()
-    if verbose:  # children inherit it: nothing is filtered from their output either
-        from marstune.tuning.train.devices import VERBOSE_ENV
-
-        os.environ[VERBOSE_ENV] = "1"
+    show_everything(verbose)
     resolved = load_run_spec(
         spec,
         set_,

@@ -19,6 +19,7 @@ from marstune.tuning.cli.options import (
     VerboseOpt,
     WorkersOpt,
     handle_errors,
+    show_everything,
     stderr,
 )
 
@@ -68,10 +69,7 @@ def worker(
     from marstune.tuning.workers.pool import INTERRUPTED_CODES, deadline_of, run_pool
 
     started = time.time()
-    if verbose:  # children inherit it: nothing is filtered from their output either
-        from marstune.tuning.train.devices import VERBOSE_ENV
-
-        os.environ[VERBOSE_ENV] = "1"
+    show_everything(verbose)
     name, url = check_study_name(study or DEFAULTS["study"]), resolve_url(storage)
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine

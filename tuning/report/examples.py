@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from marstune.tuning.train.data import Prepared
 
 from marstune.tuning.constants import CLASS_COLOURS, CLASS_NAMES, MODEL_KEYS, class_label
 
@@ -52,7 +55,6 @@ def example_predictions(
         return NO_DATA.format(path=path)
     spec = spec_from_stored(raw)
     setup = configure(threads or spec.train.threads, spec.train.mixed_precision)
-    from marstune.models.metrics import mean_iou
     from marstune.tuning.train import recipe as training
 
     data = prepare_data(spec)
@@ -61,17 +63,7 @@ def example_predictions(
     model, _ = training.compile_unet(config, recipe, data)
     training.fit(model, data, recipe, [])
     predicted = training.predict_labels(model, data.x_val, recipe.batch_size)
-    k = min(samples, len(data.x_val))
-    return Examples(
-        images=data.x_val[:k],
-        truth=data.y_val[:k],
-        predicted=predicted[:k],
-        miou=float(mean_iou(data.y_val, predicted)),
-        trained_on=len(data.x_train),
-        epochs=epochs,
-        source=data.source,
-        config={k: config[k] for k in MODEL_KEYS},
-    )
+    return _examples(data, predicted, config, epochs, samples)
 
 
 def from_kept_model(
@@ -87,13 +79,20 @@ def from_kept_model(
         return NO_DATA.format(path=path)
     spec = spec_from_stored({**spec_raw, "objective": {**spec_raw.get("objective", {}), "kind": "unet"}})
     configure(threads or spec.train.threads, spec.train.mixed_precision)
-    from marstune.models.metrics import mean_iou
     from marstune.tuning.train.recipe import predict_labels
     from marstune.tuning.train.saved import kept_model
 
     data = prepare_data(spec)
     with kept_model(model) as loaded:
         predicted = predict_labels(loaded, data.x_val, spec.train.batch_size)
+    return _examples(data, predicted, config, 0, samples)  # epochs 0: the trial's own, not a retraining
+
+
+def _examples(
+    data: Prepared, predicted: np.ndarray, config: dict[str, Any], epochs: int, samples: int
+) -> Examples:
+    from marstune.models.metrics import mean_iou
+
     k = min(samples, len(data.x_val))
     return Examples(
         images=data.x_val[:k],
@@ -101,9 +100,9 @@ def from_kept_model(
         predicted=predicted[:k],
         miou=float(mean_iou(data.y_val, predicted)),
         trained_on=len(data.x_train),
-        epochs=0,  # the trial's own: not a retraining
+        epochs=epochs,
         source=data.source,
-        config={k: config[k] for k in MODEL_KEYS},
+        config={name: config[name] for name in MODEL_KEYS},
     )
 
 
