@@ -43,6 +43,8 @@ def check_output(
     """Refuse an output path before anything is computed; returns it. `inputs` are the command's own
     input files (data, config, model, database), which it must never overwrite."""
     path = Path(path)
+    if len(path.name.encode()) > 255:  # before any stat: the OS refuses the name itself
+        raise OutputError(f"{flag} {path}: the file name is longer than 255 bytes; choose a shorter one")
     for source in inputs:
         if source is not None and (
             _same_file(path, Path(source)) or path.absolute() == Path(source).absolute()
@@ -57,8 +59,6 @@ def check_output(
         raise OutputError(f"{flag} {path}: folder {parent} does not exist; create it or change {flag}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{flag} {path}: folder {parent} is not writable; change {flag}")
-    if len(path.name.encode()) > 255:
-        raise OutputError(f"{flag} {path}: the file name is longer than 255 bytes; choose a shorter one")
     return path
 
 
