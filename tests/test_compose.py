@@ -10,6 +10,7 @@ network. The entrypoint (tools/docker-entrypoint) runs here for real, as the ima
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shlex
@@ -129,6 +130,28 @@ def _dashboard_help() -> str:
     return subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
 
 
+# In a child: importing ray here would fix its settings (auth token, cluster switch) for this whole
+# test process before the Ray engine tests set them.
+_RAY_PARSE = """
+import json, sys
+from ray.scripts.scripts import cli
+from tests.test_compose import InvalidCommand, _click_parse
+try:
+    _click_parse(cli, "ray", json.loads(sys.argv[1]))
+except InvalidCommand as exc:
+    sys.exit(str(exc))
+"""
+
+
+@functools.cache
+def _ray_parse(args: tuple[str, ...]) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", _RAY_PARSE, json.dumps(args)], cwd=REPO, capture_output=True, text=True
+    )
+    if child.returncode:
+        raise InvalidCommand(child.stderr.strip().splitlines()[-1])
+
+
 def _dashboard_parse(args: list[str]) -> None:
     """optuna-dashboard builds its argparse parser inside main(): check its --help lists every flag used."""
     flags = [a.split("=", 1)[0] for a in args if a.startswith("-")]
@@ -148,9 +171,7 @@ def validate(argv: list[str]) -> str:
         _click_parse(typer.main.get_command(app), "tune", args if program == "tune" else args[2:])
         return "tune"
     if program == "ray":
-        from ray.scripts.scripts import cli
-
-        _click_parse(cli, "ray", args)
+        _ray_parse(tuple(args))
         return "ray"
     if program == "optuna-dashboard":
         _dashboard_parse(args)

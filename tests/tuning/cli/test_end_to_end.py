@@ -70,7 +70,7 @@ def test_run_export_and_optuna_cli_agree(tmp_path: Path) -> None:
     )
     theirs = json.loads(out.stdout)
     assert theirs["number"] == best["trial"]
-    assert theirs["value"] == pytest.approx(best["value"])
+    assert theirs["value"] == {"val mIoU": pytest.approx(best["value"])}  # the metric is named
     assert theirs["params"] == best["params"]
     attrs = theirs["user_attrs"]
     assert attrs["epochs_run"] == 2 and attrs["device"] == "cpu" and attrs["images_per_second"] > 0

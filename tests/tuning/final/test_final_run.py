@@ -32,6 +32,7 @@ TINY_SPEC = {
     "train": {"batch_size": 8, "threads": 1, "val_fraction": 0.25},
     "data": {"synthetic_items": 24},
 }
+SEED_LOSS = {"loss": "crossentropy", "class_weight_exponent": 0.5, "focal_gamma": 2.0}  # baseline fill
 
 
 def _ok(result) -> str:
@@ -113,7 +114,7 @@ def test_end_to_end_run_export_pix2pix_predict(exported: Path) -> None:
     ):
         assert (run / name).stat().st_size > 0, name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["run"]["config"] == TINY_SPEC["baseline"]
+    assert metrics["run"]["config"] == {**SEED_LOSS, **TINY_SPEC["baseline"]}
     assert metrics["run"]["data_source"].startswith("synthetic(n=24")  # the study's data: synthetic
     (epoch,) = metrics["pix2pix"]["epochs"]
     assert epoch["epoch"] == 1 and all(
@@ -214,8 +215,7 @@ def test_wrong_config_files_are_refused(exported: Path, tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(bad))
     with pytest.raises(ModelError, match="levels"):
         read_export(broken)
-    loss = {"loss": "crossentropy", "class_weight_exponent": 0.5, "focal_gamma": 2.0}  # the seed's loss
-    assert read_export(exported).config == {**loss, **TINY_SPEC["baseline"]}
+    assert read_export(exported).config == {**SEED_LOSS, **TINY_SPEC["baseline"]}
     # Through the CLI: one line, exit 1, and no run folder made.
     _refused(run_tune("pix2pix", "--config", str(spec), cwd=tmp_path), "tune export-best")
     _refused(run_tune("pix2pix", "--config", "missing.yaml", cwd=tmp_path), "does not exist")

@@ -43,8 +43,9 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _host(address: str) -> str:
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    return host.strip("[]")
+    if address.startswith("["):  # [v6]:port
+        return address[1:].split("]", 1)[0]
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
 
 
 def _prepare_env(address: str | None) -> None:
@@ -63,10 +64,23 @@ def _prepare_env(address: str | None) -> None:
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
+def _keep_loopback(address: str | None) -> None:
+    """Ray rewrites a loopback address to the machine's outward IP (services.resolve_ip_for_localhost)
+    unless clusters are switched off; a head bound to 127.0.0.1 is then never reached and ray.init
+    retries for minutes. The variable _prepare_env sets is read when ray is imported, so a process
+    that imported ray before (a notebook, another library) needs the constant itself."""
+    if address is not None and _host(address) not in _LOOPBACK:
+        return
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def _connect(address: str | None) -> str | None:
     """Join the cluster at `address`, or start a local one in its own temp dir (returned, to remove)."""
     import ray
 
+    _keep_loopback(address)
     temp_dir = None
     try:
         if address is None:

@@ -252,3 +252,23 @@ def _complete(url: str) -> int:
             return study_tables.state_counts(conn, study_tables.study_id(conn, "unet-mars"))["complete"]
     except StorageError:  # no file, no tables or no study yet
         return 0
+
+
+@pytest.mark.parametrize(
+    ("address", "stays_loopback"),
+    [("127.0.0.1:6379", True), ("[::1]:6379", True), (None, True), ("10.1.2.3:6379", False)],
+)
+def test_a_loopback_head_is_reached_even_when_ray_was_imported_first(
+    monkeypatch: pytest.MonkeyPatch, address: str | None, stays_loopback: bool
+) -> None:
+    # Ray reads its cluster switch when imported; a process that imported ray before the engine ran
+    # (here: this test session) would send a driver for 127.0.0.1 to the machine's outward IP.
+    from ray._private import ray_constants, services
+
+    from marstune.tuning.search.engines import ray_engine
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    ray_engine._keep_loopback(address)
+    assert (ray_constants.ENABLE_RAY_CLUSTER is False) == stays_loopback
+    if stays_loopback:
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
