@@ -103,6 +103,7 @@ CASES: list[tuple[str, ...]] = [
     ("data", "synth", "--out", "adir"),
     ("data", "synth", "--out", "missing/folder/s.npz"),
     ("data", "synth", "--out", "s.npz", "--n-train", "0"),
+    ("data", "synth", "--out", "s.npz", "--n-train", "99999999999"),
     ("nosuchcommand",),
     ("run", "--no-such-flag"),
 ]
