@@ -18,7 +18,8 @@ from pathlib import Path
 from marstune.tuning.errors import OutputError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-SQLITE_JOURNALS = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a database
+# the files SQLite keeps beside a database, and the study claim's flock file (study/claim.py)
+SQLITE_JOURNALS = ("-wal", "-shm", "-journal", ".lock")
 DEFAULT_MODE = 0o666  # what open() would create, before the umask
 
 

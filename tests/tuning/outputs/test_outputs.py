@@ -65,7 +65,7 @@ def test_the_temporary_name_keeps_the_suffix_the_writer_chooses_its_format_by(tm
     assert seen == [".keras"]
 
 
-@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", ".lock"])
 def test_a_databases_journal_is_refused_like_the_database(suffix: str, tmp_path: Path) -> None:
     db = tmp_path / "tune.db"
     sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
