@@ -63,6 +63,7 @@ def export_best(
     import yaml
 
     from marstune.tuning.config.spec import DEFAULTS, check_study_name
+    from marstune.tuning.errors import OutputError
     from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
@@ -77,6 +78,11 @@ def export_best(
         check_output(path, inputs=inputs)  # before reading: a wrong --out is told first
     model_path = path.with_suffix(".keras")
     if out is not None:
+        if model_path == path:  # the model would be written there, then the YAML over it
+            raise OutputError(
+                f"--out {path}: the export is YAML and its model goes beside it as <name>.keras; "
+                f"give a .yaml name, e.g. {path.with_suffix('.yaml')}"
+            )
         check_output(model_path, inputs=inputs)
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
         winner, checked = None, None

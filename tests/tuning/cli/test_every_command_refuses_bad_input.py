@@ -68,6 +68,7 @@ CASES: list[tuple[str, ...]] = [
     ("export-best", "--storage", DB, "--study", "s", "--out", "study.db"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "adir"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "missing/folder/best.yaml"),
+    ("export-best", "--storage", DB, "--study", "s", "--out", "best.keras"),  # the model's own name
     ("export-best", "--storage", DB, "--study", "nosuch"),
     ("export-best", "--storage", DB, "--study", "é" * 128),
     # tune dashboard
