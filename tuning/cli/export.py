@@ -84,6 +84,7 @@ def export_best(
                 f"give a .yaml name, e.g. {path.with_suffix('.yaml')}"
             )
         check_output(model_path, inputs=inputs)
+        _refuse_kept_models_folder(url, (path, model_path))
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
         winner, checked = None, None
         if recheck:
@@ -121,6 +122,22 @@ def export_best(
                 "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
             )
         typer.echo(str(path))
+
+
+def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:
+    """The kept models are inputs too: an export written among them would replace a trial's weights."""
+    from marstune.tuning.errors import OutputError
+    from marstune.tuning.study import tables
+    from marstune.tuning.study.artifacts import all_folders
+
+    with tables.reading(url) as conn:
+        folders = [f.resolve() for f in all_folders(conn)]
+    for path in paths:
+        if path.absolute().parent.resolve() in folders:
+            raise OutputError(
+                f"--out {path} lies in a study's kept models folder ({path.parent}); "
+                "write the export elsewhere"
+            )
 
 
 def _study_epochs(url: str, study: str) -> int:
