@@ -124,8 +124,13 @@ def exit_code(exc: BaseException) -> int:
 MASK = "***"
 _SECRET_KEY = re.compile(r"pass(word)?$|passwd|secret|token", re.IGNORECASE)
 # scheme://userinfo@: the userinfo ends at the LAST @ before the path, so an unencoded @ in a password
-# is covered too.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+# is covered too; SQLAlchemy also takes an unencoded / ? or # in a password (`user:pw/x@host`).
+_USERINFO = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)"
+    r"(?P<userinfo>[^/?#\s]*|[^:/?#\s@]*:[^\s@]*(?:@[^\s@/?#]*(?=@))*)@"
+)
+# SQLAlchemy's own grammar for a URL's password (make_url): it runs from the first : to the first @.
+_SQLALCHEMY_PASSWORD = re.compile(r"^[\w+]+://[^:/]*:(?P<password>[^@]*)@")
 _KEYWORD = re.compile(
     r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token)[\"']?\s*[=:]\s*)"
     r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;,'\"]+)",
@@ -140,7 +145,13 @@ def secrets_of(url: str) -> set[str]:
     match = _USERINFO.search(url)
     if match and ":" in match.group("userinfo"):
         found.add(match.group("userinfo").split(":", 1)[1])
-    query = urlsplit(url).query if "://" in url else url
+    parsed = _SQLALCHEMY_PASSWORD.match(url.strip())
+    if parsed:
+        found.add(parsed.group("password"))
+    try:
+        query = urlsplit(url).query if "://" in url else url
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host: the URL check will say so
+        query = url.partition("?")[2]
     for part in re.split(r"[&;\s]", query):
         key, sep, value = part.partition("=")
         if sep and _SECRET_KEY.search(key.strip()):

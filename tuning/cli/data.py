@@ -73,10 +73,18 @@ def synth(
 ) -> None:
     from marstune.data.mars import save_npz
     from marstune.data.synthetic import generate
+    from marstune.tuning.errors import TuneError
     from marstune.tuning.outputs import check_output, replace_atomically
 
     check_output(out)
-    result = generate(n_train, n_test, seed)
+    try:
+        result = generate(n_train, n_test, seed)
+    except MemoryError:
+        size = (n_train * 2 + n_test) * 64 * 128 * 4 / 2**30
+        raise TuneError(
+            f"--n-train {n_train} --n-test {n_test} needs {size:,.1f} GiB of memory, more than this machine "
+            "can give; ask for fewer images"
+        ) from None
     replace_atomically(out, lambda tmp: save_npz(tmp, result.training_set, result.test_set))
     typer.echo(
         f"{out}: {len(result.training_set)} pairs ({len(result.contaminated)} planted contamination), "

@@ -63,6 +63,7 @@ def export_best(
     import yaml
 
     from marstune.tuning.config.spec import DEFAULTS, check_study_name
+    from marstune.tuning.errors import OutputError
     from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
@@ -77,7 +78,13 @@ def export_best(
         check_output(path, inputs=inputs)  # before reading: a wrong --out is told first
     model_path = path.with_suffix(".keras")
     if out is not None:
+        if model_path == path:  # the model would be written there, then the YAML over it
+            raise OutputError(
+                f"--out {path}: the export is YAML and its model goes beside it as <name>.keras; "
+                f"give a .yaml name, e.g. {path.with_suffix('.yaml')}"
+            )
         check_output(model_path, inputs=inputs)
+        _refuse_kept_models_folder(url, (path, model_path))
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
         winner, checked = None, None
         if recheck:
@@ -115,6 +122,22 @@ def export_best(
                 "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
             )
         typer.echo(str(path))
+
+
+def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:
+    """The kept models are inputs too: an export written among them would replace a trial's weights."""
+    from marstune.tuning.errors import OutputError
+    from marstune.tuning.study import tables
+    from marstune.tuning.study.artifacts import all_folders
+
+    with tables.reading(url) as conn:
+        folders = [f.resolve() for f in all_folders(conn)]
+    for path in paths:
+        if path.absolute().parent.resolve() in folders:
+            raise OutputError(
+                f"--out {path} lies in a study's kept models folder ({path.parent}); "
+                "write the export elsewhere"
+            )
 
 
 def _study_epochs(url: str, study: str) -> int:

@@ -213,6 +213,10 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}; pass --spec PATH") from None
+    except UnicodeDecodeError:
+        raise SpecError(
+            f"spec file {path} is not a text (UTF-8) YAML file; pass --spec PATH of the study spec YAML"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

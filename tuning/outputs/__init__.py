@@ -18,6 +18,8 @@ from pathlib import Path
 from marstune.tuning.errors import OutputError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# the files SQLite keeps beside a database, and the study claim's flock file (study/claim.py)
+SQLITE_JOURNALS = ("-wal", "-shm", "-journal", ".lock")
 DEFAULT_MODE = 0o666  # what open() would create, before the umask
 
 
@@ -54,6 +56,11 @@ def check_output(
         raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")
     if path.is_file() and is_database(path):
         raise OutputError(f"{flag} {path} is a database; choose another file name")
+    for journal in SQLITE_JOURNALS:  # SQLite's files beside a database hold its latest writes
+        if path.name.endswith(journal) and is_database(path.with_name(path.name.removesuffix(journal))):
+            raise OutputError(
+                f"{flag} {path} is part of a database (its {journal[1:]}); choose another file name"
+            )
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"{flag} {path}: folder {parent} does not exist; create it or change {flag}")

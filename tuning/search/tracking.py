@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marstune.tuning.errors import MissingExtraError, StorageError, redact
+from marstune.tuning.errors import MissingExtraError, StorageError, redact, remember_secrets
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,8 +31,10 @@ class MlflowTracker:
                 "--mlflow needs mlflow, which is not installed: pip install 'marstune[mlflow]'"
             ) from None
         self.uri, self.study = uri, study
-        self.client: MlflowClient | None = MlflowClient(tracking_uri=uri)
+        remember_secrets(uri)  # MLflow's own messages may quote the URI
         try:  # the server is asked once, up front: a wrong URI is one line before any training
+            # a database or file store is opened by the constructor itself
+            self.client: MlflowClient | None = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(study)
             self.experiment = found.experiment_id if found else self.client.create_experiment(study)
         except Exception as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from marstune.tuning.errors import StorageError, redact, remember_secrets
 
@@ -55,11 +54,23 @@ def check_url(url: str) -> None:
             f"storage URL {shown!r} is not supported; use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user@host/db"
         )
+    if scheme != "sqlite":
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+            parsed.port  # noqa: B018 - parsing is the check
+        except (ArgumentError, ValueError):
+            raise StorageError(
+                f"storage URL {shown!r} is malformed (host, port or brackets); "
+                "e.g. postgresql+psycopg://tune@head:5432/tune"
+            ) from None
     if scheme == "sqlite" and sqlite_path(url) is None:
         raise StorageError(
             f"storage URL {shown!r} is an in-memory database: nothing would persist; use sqlite:///path/to/file.db"
         )
-    if scheme.startswith("postgresql") and not (urlsplit(url).hostname or "host=" in urlsplit(url).query):
+    if scheme.startswith("postgresql") and not (parsed.host or "host" in parsed.query):
         raise StorageError(f"storage URL {shown!r} names no host; e.g. postgresql+psycopg://tune@head/tune")
 
 

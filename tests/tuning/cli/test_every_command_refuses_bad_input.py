@@ -68,6 +68,7 @@ CASES: list[tuple[str, ...]] = [
     ("export-best", "--storage", DB, "--study", "s", "--out", "study.db"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "adir"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "missing/folder/best.yaml"),
+    ("export-best", "--storage", DB, "--study", "s", "--out", "best.keras"),  # the model's own name
     ("export-best", "--storage", DB, "--study", "nosuch"),
     ("export-best", "--storage", DB, "--study", "é" * 128),
     # tune dashboard
@@ -103,6 +104,7 @@ CASES: list[tuple[str, ...]] = [
     ("data", "synth", "--out", "adir"),
     ("data", "synth", "--out", "missing/folder/s.npz"),
     ("data", "synth", "--out", "s.npz", "--n-train", "0"),
+    ("data", "synth", "--out", "s.npz", "--n-train", "99999999999"),
     ("nosuchcommand",),
     ("run", "--no-such-flag"),
 ]

@@ -90,3 +90,10 @@ def test_a_workers_spec_comes_from_the_study_or_one_clear_error() -> None:
     ray = {**made.raw, "search": {**made.raw["search"], "engine": "ray"}}
     with pytest.raises(SpecError, match="run by the ray engine; continue it with `tune run --engine ray"):
         study_spec("s", ray)
+
+
+def test_a_binary_file_passed_as_the_spec_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"  # `--spec data.npz`: a data set or a database instead of the YAML
+    path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\xeb\xfb\xff binary")
+    with pytest.raises(SpecError, match="not a text"):
+        load_spec(path)

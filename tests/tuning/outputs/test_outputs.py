@@ -63,3 +63,16 @@ def test_the_temporary_name_keeps_the_suffix_the_writer_chooses_its_format_by(tm
     seen: list[str] = []
     replace_atomically(tmp_path / "m.keras", lambda tmp: (seen.append(tmp.suffix), tmp.write_bytes(b"k")))
     assert seen == [".keras"]
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal", ".lock"])
+def test_a_databases_journal_is_refused_like_the_database(suffix: str, tmp_path: Path) -> None:
+    db = tmp_path / "tune.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+    journal = tmp_path / f"tune.db{suffix}"
+    for exists in (False, True):
+        if exists:
+            journal.write_bytes(b"frames not yet checkpointed")
+        with pytest.raises(OutputError, match="database"):
+            check_output(journal)
+    check_output(tmp_path / f"other.db{suffix}")  # no database beside it: an ordinary name

@@ -84,3 +84,13 @@ def test_an_unreachable_tracking_server_is_one_line_before_any_training(tmp_path
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert lines[0].startswith(f"Error: cannot reach MLflow at {url}")
     assert list(tmp_path.iterdir()) == []  # told before the study or anything else was made
+
+
+@pytest.mark.parametrize("uri", ["not-a-server", "file:///nowhere/mlruns"])
+def test_a_tracking_uri_mlflow_refuses_is_one_line(uri: str, tmp_path: Path) -> None:
+    args = ("run", "--trials", "1", "--mlflow", uri, "--set", "objective.kind=analytic", "-q")
+    r = run_tune(*args, cwd=tmp_path)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("Error: cannot reach MLflow at") and "check --mlflow" in lines[0]
+    assert list(tmp_path.iterdir()) == []

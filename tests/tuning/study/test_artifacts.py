@@ -107,3 +107,28 @@ def artifacts_connection(url: str):  # noqa: ANN201 - a context manager from stu
     from marstune.tuning.study import tables
 
     return tables.reading(url)
+
+
+def test_export_best_never_writes_into_a_kept_models_folder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    run = (
+        "run",
+        "--storage",
+        url,
+        "--trials",
+        "1",
+        "--set",
+        "objective.kind=analytic",
+        "--epochs",
+        "1",
+        "-q",
+    )
+    assert run_tune(*run, cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="unet-mars", storage=open_storage(url))
+    kept = artifacts.folder_of(study) / "0b1c2d3e-kept-model"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(b"a trial's kept weights")
+    r = run_tune("export-best", "--storage", url, "--out", str(kept), cwd=tmp_path)
+    assert r.returncode == 1 and "kept models" in r.stderr, r.stderr
+    assert kept.read_bytes() == b"a trial's kept weights"
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]

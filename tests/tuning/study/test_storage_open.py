@@ -75,3 +75,30 @@ def test_only_schema_races_are_retried() -> None:
     assert _lost_schema_race(
         Exception("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
     )
+
+
+@pytest.mark.parametrize("password", ["Sekrit/B", "Sekrit#C", "Sek?ritD", "Se/k@ritE"])
+def test_a_password_with_a_slash_hash_or_question_mark_is_masked(password: str) -> None:
+    from marstune.tuning.study.urls import display_url, resolve_url
+
+    url = f"postgresql+psycopg://postgres:{password}@127.0.0.1:5432/h6"
+    secret = password.split("@")[0]  # SQLAlchemy's password ends at the first @
+    assert secret not in display_url(url)
+    assert secret not in display_url(resolve_url(url))
+    assert display_url(url).endswith("@127.0.0.1:5432/h6")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres:Sekrit7@127.0.0.1:notaport/h6",
+        "postgresql+psycopg://postgres:SekritL@[::1:5432/h6",
+    ],
+)
+def test_a_malformed_url_is_one_storage_error_without_its_password(url: str) -> None:
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study.urls import preflight, resolve_url
+
+    with pytest.raises(StorageError) as caught:
+        preflight(resolve_url(url), create=False)
+    assert "Sekrit" not in str(caught.value) and "malformed" in str(caught.value)

@@ -104,6 +104,8 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                 with claim:
                     stops.check()
                     c = lifecycle.counts(study)
+                    # another `tune run --trials N` on the study may have changed its target meanwhile
+                    target = goal.target = progress.target = lifecycle.target_of(study)
                     action = next_action(c, target, grid)
                     if action == "stop":
                         break

@@ -71,3 +71,35 @@ def test_pruner_prunes_below_median(storage_url: str) -> None:
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 12
     pruned = [t for t in trials_of(storage_url) if t.state == TrialState.PRUNED]
     assert all(len(t.intermediate_values) < 4 for t in pruned)
+
+
+def test_a_target_lowered_by_another_run_stops_this_one(tmp_path) -> None:
+    # Terminal 1: `tune run --trials 10`; terminal 2, meanwhile: `tune run --trials 3` on the same study.
+    import threading
+    import time
+
+    from marstune.tuning.study.lifecycle import TARGET_ATTR
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    done = threading.Event()
+
+    def lower_the_target() -> None:
+        while not done.is_set():
+            try:
+                study = optuna.load_study(study_name="unet-mars", storage=open_storage(url))
+            except Exception:
+                time.sleep(0.05)
+                continue
+            if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 1:
+                study.set_user_attr(TARGET_ATTR, 3)
+                return
+            time.sleep(0.05)
+
+    other = threading.Thread(target=lower_the_target)
+    other.start()
+    try:
+        summary = engine.run(make_spec("random", 10, "objective.sleep=0.3"), url, OptunaOptions(quiet=True))
+    finally:
+        done.set()
+        other.join()
+    assert summary.finished <= 4 and summary.target == 3, summary
