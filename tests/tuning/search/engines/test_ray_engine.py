@@ -95,6 +95,9 @@ def test_local_cluster_asha_prunes_and_cleans_up(tmp_path: Path) -> None:
         "kernel": 3,
         "dropout": 0.2,
         "activation": "relu",
+        "loss": "crossentropy",  # the seed's loss completes the baseline
+        "class_weight_exponent": 0.5,
+        "focal_gamma": 2.0,
     }
     assert done[0].user_attrs["enqueued_as"] == "baseline" and done[0].state == TrialState.COMPLETE
     pruned = [t for t in done if t.state == TrialState.PRUNED]
