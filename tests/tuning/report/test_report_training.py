@@ -90,7 +90,7 @@ def test_report_shows_per_class_iou_and_example_predictions(study_dir: Path) -> 
     assert '<div id="plot-per-class-iou"' in text and "Per-class IoU of the best trial" in text
     image = re.search(r'<img id="plot-example-predictions" alt="[^"]*" src="data:image/png;base64,', text)
     assert image is not None  # embedded, so the file stays self-contained
-    assert "The best trial's own model (its best epoch, kept by the search)" in text  # not a retrain
+    assert "own model (its best epoch, kept by the search)" in text  # not a retrain
     # the trial's own weights on the trial's own held-out split: the trial's value again
     quick = float(re.search(r"on the held-out images of [^:]+: mIoU (\d\.\d+)", text).group(1))
     study = optuna.load_study(

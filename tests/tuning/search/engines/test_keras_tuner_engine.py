@@ -245,7 +245,7 @@ def _complete(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=5) as conn:
             return conn.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not made yet
+    except sqlite3.DatabaseError:  # tables not made yet, or the file caught while being created
         return 0
 
 
