@@ -106,8 +106,8 @@ def _data_sizes(spec: dict[str, Any] | None, fingerprint: str | None) -> dict[st
     if spec is None or not fingerprint:  # not a study `tune run` recorded: nothing to check against
         return {}
     try:
-        from marstune.tuning.objective import prepare_data
-        from marstune.tuning.spec import spec_from_stored
+        from marstune.tuning.config.spec import spec_from_stored
+        from marstune.tuning.train.data import prepare_data
 
         prepared = prepare_data(spec_from_stored(spec))
     except Exception as exc:  # the product may be restructured under us: the curves matter more

@@ -68,7 +68,8 @@ def bare_fit(spec: Any) -> tuple[float, float]:
     from marstune.data.augment import make_dataset
     from marstune.models.metrics import MeanIoU
     from marstune.models.unet import build_unet
-    from marstune.tuning.search.objective import _optimizer, prepare_data
+    from marstune.tuning.train.data import prepare_data
+    from marstune.tuning.train.recipe import make_optimizer
 
     data = prepare_data(spec)
     started, cpu = time.perf_counter(), time.process_time()
@@ -77,7 +78,7 @@ def bare_fit(spec: Any) -> tuple[float, float]:
     keras.utils.set_random_seed(spec.train.seed)
     model = build_unet(spec.baseline)
     model.compile(
-        optimizer=_optimizer(spec.train.optimizer, spec.train.learning_rate),
+        optimizer=make_optimizer(spec.train.optimizer, spec.train.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=[MeanIoU()],
         jit_compile=setup.jit_compile,
@@ -92,7 +93,7 @@ def bare_fit(spec: Any) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> Outcome:
-    from marstune.tuning.search.objective import prepare_data
+    from marstune.tuning.train.data import prepare_data
     from marstune.tuning.train.devices import configure
 
     section("TARGET 2: service overhead")
