@@ -81,7 +81,9 @@ def _fit(p: Phase, model: keras.Model, label: str, keys: tuple[str, ...], ck: Ch
     # TerminateOnNaN, and progress is a line per epoch, not a per-batch bar: a per-batch hook makes Keras
     # copy every batch's logs to the host.
     checkpoint = EpochCheckpoint(ck, history, kw["save"], kw.get("per_class"))
-    callbacks = [EpochProgress(p.console, label, p.recipe.epochs, keys, quiet=p.quiet), checkpoint]
+    # The checkpoint first: an epoch's line is printed only once that epoch is saved, so an interrupt
+    # right after the line still resumes after it.
+    callbacks = [checkpoint, EpochProgress(p.console, label, p.recipe.epochs, keys, quiet=p.quiet)]
     if done:
         p.console.print(f"{label}: resuming after epoch {done} of {p.recipe.epochs}")
     training.fit(model, p.data, p.recipe, callbacks, initial_epoch=done)
