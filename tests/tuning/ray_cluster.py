@@ -113,7 +113,10 @@ def start_cluster(logs: Path) -> RayCluster:
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    base = {**os.environ, **token}
+    # Not the switch a Ray driver in this process may have set (ray_engine._prepare_env): with it, the
+    # second node refuses to join ("multi-node clusters are not supported").
+    inherited = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    base = {**inherited, **token}
     cluster = RayCluster(address=f"127.0.0.1:{port}", env=token)
     try:
         head = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
