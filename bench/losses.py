@@ -6,7 +6,12 @@
 2. The seed's loss and the study's best loss then train the same configuration for the same budget on the
    same training split, over 3 seeds, and are scored on a HELD-OUT set the search never saw (synthetic
    terrain of another generator seed): per-class IoU and the challenge's mIoU (classes 1..4).
-Prints a markdown table (mean +- sd over the seeds) for the README. ~30 min on 2 cores.
+Prints a markdown table (mean +- sd over the seeds) for the README. ~1.5 h on an idle 2-core CPU.
+
+The budget is 20 epochs: at 8, none of the first 6 search trials (crossentropy, weighted 0.42 and 0.02,
+focal) scored big rock above 0.0 on the validation split; at 20, the seed's U-Net with
+weighted_crossentropy (exponent 1.0) scored big rock 0.454 and mIoU 0.754 on the held-out set (one
+seed, 2026-11-30).
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def _cell(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.losses", description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=660, help="synthetic pairs (~634 after cleaning)")
-    parser.add_argument("--epochs", type=int, default=8, help="the same budget for every training")
+    parser.add_argument("--epochs", type=int, default=20, help="the same budget for every training")
     parser.add_argument("--trials", type=int, default=8, help="trials of the loss search")
     parser.add_argument("--held-out", type=int, default=200, help="held-out synthetic pairs")
     args = parser.parse_args(argv)
