@@ -32,6 +32,8 @@ SCORED_CLASSES = CLASS_NAMES[1:]
 CLASS_COLOURS = ("#000000", "#8c564b", "#9a9a9a", "#e6c47a", "#d62728")
 # What a study maximises, as optuna-dashboard and every table name it.
 METRIC_NAME = "val mIoU"
+# beside an SQLite study database: the file study/claim.py flocks; outputs/ refuses to write over it
+CLAIM_LOCK_SUFFIX = ".lock"
 
 
 def per_class_dict(values: Sequence[float]) -> dict[str, float | None]:

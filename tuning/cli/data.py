@@ -71,6 +71,7 @@ def synth(
     n_test: Annotated[int, typer.Option(min=0, help="Test images.")] = 60,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
 ) -> None:
+    from marstune.data.layout import IMAGE_SHAPE
     from marstune.data.mars import save_npz
     from marstune.data.synthetic import generate
     from marstune.tuning.errors import TuneError
@@ -80,7 +81,8 @@ def synth(
     try:
         result = generate(n_train, n_test, seed)
     except MemoryError:
-        size = (n_train * 2 + n_test) * 64 * 128 * 4 / 2**30
+        pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+        size = (n_train * 2 + n_test) * pixels * 4 / 2**30  # float32 images, and a mask per training pair
         raise TuneError(
             f"--n-train {n_train} --n-test {n_test} needs {size:,.1f} GiB of memory, more than this machine "
             "can give; ask for fewer images"

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 
+from marstune.tuning.constants import CLAIM_LOCK_SUFFIX
 from marstune.tuning.errors import OutputError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-# the files SQLite keeps beside a database, and the study claim's flock file (study/claim.py)
-SQLITE_JOURNALS = ("-wal", "-shm", "-journal", ".lock")
+# the files SQLite keeps beside a database, and the study claim's flock file
+DATABASE_COMPANIONS = ("-wal", "-shm", "-journal", CLAIM_LOCK_SUFFIX)
 DEFAULT_MODE = 0o666  # what open() would create, before the umask
 
 
@@ -56,10 +57,10 @@ def check_output(
         raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")
     if path.is_file() and is_database(path):
         raise OutputError(f"{flag} {path} is a database; choose another file name")
-    for journal in SQLITE_JOURNALS:  # SQLite's files beside a database hold its latest writes
-        if path.name.endswith(journal) and is_database(path.with_name(path.name.removesuffix(journal))):
+    for companion in DATABASE_COMPANIONS:  # they hold a database's latest writes, or its claim
+        if path.name.endswith(companion) and is_database(path.with_name(path.name.removesuffix(companion))):
             raise OutputError(
-                f"{flag} {path} is part of a database (its {journal[1:]}); choose another file name"
+                f"{flag} {path} is part of a database (its {companion[1:]}); choose another file name"
             )
     parent = path.parent
     if not parent.is_dir():

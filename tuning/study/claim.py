@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from marstune.tuning.constants import CLAIM_LOCK_SUFFIX
 from marstune.tuning.study.outage import passing_cause, retrier_of
 from marstune.tuning.study.urls import sqlite_path
 
@@ -33,7 +34,7 @@ class StudyClaim:
     def __enter__(self) -> StudyClaim:
         path = sqlite_path(self._url)
         if path is not None:
-            self._file = open(Path(f"{path}.lock"), "a")  # noqa: SIM115 - closed in release()
+            self._file = open(Path(f"{path}{CLAIM_LOCK_SUFFIX}"), "a")  # noqa: SIM115 - closed in release()
             fcntl.flock(self._file, fcntl.LOCK_EX)
         elif self._url.startswith("postgresql"):
             self._conn = retrier_of(self._storage)(self._lock)  # a worker waits out an outage here too

@@ -54,22 +54,24 @@ def check_url(url: str) -> None:
             f"storage URL {shown!r} is not supported; use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user@host/db"
         )
-    if scheme != "sqlite":
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            parsed = make_url(url)
-            parsed.port  # noqa: B018 - parsing is the check
-        except (ArgumentError, ValueError):
+    if scheme == "sqlite":
+        if sqlite_path(url) is None:
             raise StorageError(
-                f"storage URL {shown!r} is malformed (host, port or brackets); "
-                "e.g. postgresql+psycopg://tune@head:5432/tune"
-            ) from None
-    if scheme == "sqlite" and sqlite_path(url) is None:
+                f"storage URL {shown!r} is an in-memory database: nothing would persist; "
+                "use sqlite:///path/to/file.db"
+            )
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:  # SQLAlchemy's own parser: what it cannot read, it would not connect to either
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - reading the port is what checks it
+    except (ArgumentError, ValueError):
         raise StorageError(
-            f"storage URL {shown!r} is an in-memory database: nothing would persist; use sqlite:///path/to/file.db"
-        )
+            f"storage URL {shown!r} is malformed (host, port or brackets); "
+            "e.g. postgresql+psycopg://tune@head:5432/tune"
+        ) from None
     if scheme.startswith("postgresql") and not (parsed.host or "host" in parsed.query):
         raise StorageError(f"storage URL {shown!r} names no host; e.g. postgresql+psycopg://tune@head/tune")
 
