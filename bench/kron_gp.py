@@ -29,8 +29,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from bench.replay import feature_lengthscales, matern52, scaled_distance
 from bench.residual_map import ResidualMap
+from marstune.tuning.search.replay import feature_lengthscales, matern52, scaled_distance
 
 # (mean, sd) of the log of each hyperparameter: lengthscales on [0, 1]-scaled inputs near 1, signal and
 # shared-curve (bias) variance near the standardised data's, the noise near a tenth of it. Weak, but with

@@ -9,12 +9,18 @@ storage keeps every epoch's validation mIoU, per-class IoU and seconds (user att
 Resumable, in chunks: `--chunk K` stops after K more configurations; run the same command again to go
 on. A design point whose trial was interrupted (FAIL) is enqueued again. `python -m bench curves`
 turns the database into the compact file kept in the repository (bench/curves/unet-synthetic.json).
+
+The database is not kept in git; the curves file is. On a machine without the database, the first
+sitting rebuilds it from the curves file (same spec and data fingerprint, else it refuses), so only the
+configurations not yet recorded are trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
+import json
 import subprocess
 import sys
 from typing import Any
@@ -23,6 +29,7 @@ from bench._common import REPO
 
 SPEC = REPO / "bench" / "curves" / "spec.yaml"
 DB = REPO / "bench" / "curves" / "record.db"
+KEPT = REPO / "bench" / "curves" / "unet-synthetic.json"
 URL = f"sqlite:///{DB}"
 SOBOL_POINTS = 32
 SOBOL_SEED = 0
@@ -60,7 +67,8 @@ def design() -> list[dict[str, Any]]:
         for u in qmc.Sobol(d=5, scramble=True, seed=SOBOL_SEED).random(SOBOL_POINTS)
     ]
     # Two Sobol points, then a corner: a recording cut short still spreads over the whole space.
-    points: list[dict[str, Any]] = [dict(spec.baseline)]
+    # The baseline's searched parameters only: spec.baseline also carries the loss settings' defaults.
+    points: list[dict[str, Any]] = [{k: spec.baseline[k] for k in space}]
     for k in range(len(sobol) // 2):
         points += [sobol[2 * k], sobol[2 * k + 1], *edge[k : k + 1]]
     unique: list[dict[str, Any]] = []
@@ -86,6 +94,57 @@ def _enqueue_missing(points: list[dict[str, Any]]) -> int:
     return len(missing)
 
 
+def _rebuild_from_kept() -> int:
+    """Create the recording's study from the kept curves file: every recorded configuration becomes a
+    COMPLETE trial with its epoch log, times and worker, as `tune run` stored it. Returns how many."""
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    from marstune.tuning.config.spec import load_spec
+    from marstune.tuning.study.lifecycle import DataInfo, create_or_join
+    from marstune.tuning.study.storage import open_storage
+    from marstune.tuning.train.data import prepare_data
+
+    kept = json.loads(KEPT.read_text())
+    spec = load_spec(SPEC)
+    prepared = prepare_data(spec)
+    recorded = kept["recipe"]["data"]["fingerprint"]
+    if prepared.fingerprint != recorded:
+        raise SystemExit(
+            f"error: {KEPT} was recorded on data {recorded}, this checkout makes {prepared.fingerprint}; "
+            f"move the file away to record the whole design again"
+        )
+    storage = open_storage(URL, create=True)
+    data = DataInfo(prepared.source, prepared.fingerprint, spec.data.path, prepared.synthetic)
+    study, _ = create_or_join(spec, storage, URL, data, enqueue=False)
+    distributions = spec.space.to_optuna()
+    for config in kept["configs"]:
+        study.add_trial(
+            FrozenTrial(
+                number=0,
+                trial_id=0,
+                state=TrialState.COMPLETE,
+                value=max(row["val_miou"] for row in config["epochs"]),
+                values=None,
+                datetime_start=datetime.datetime.fromisoformat(config["start"]),
+                datetime_complete=datetime.datetime.fromisoformat(config["end"]),
+                params=config["params"],
+                distributions=distributions,
+                user_attrs={
+                    "epoch_log": config["epochs"],
+                    "params": config["model_params"],
+                    "worker": config["worker"],
+                    "recorded_by": kept["recipe"].get("recorder_commit"),
+                },
+                system_attrs={},
+                intermediate_values={k: row["val_miou"] for k, row in enumerate(config["epochs"])},
+            )
+        )
+    storage.engine.dispose()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return len(kept["configs"])
+
+
 def _completed() -> int:
     from marstune.tuning.study import tables as study_tables
 
@@ -101,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     points = design()
     tune = [sys.executable, "-m", "marstune.tuning"]
     common = ["--spec", str(SPEC), "--storage", URL, "--quiet"]
+    if not DB.exists() and KEPT.exists():
+        print(f"rebuilt {DB.name} from {KEPT.name}: {_rebuild_from_kept()} configurations already recorded")
     if not DB.exists():  # the first sitting: `tune run` creates the study and records the baseline
         code = subprocess.call([*tune, "run", *common, "--trials", "1", "--workers", "1", "--threads", "1"])
         if code != 0:

@@ -1,102 +1,194 @@
-"""Target 1: training epochs until the search first reaches a target mIoU (random vs our default).
+"""Target 1: compute to a fixed target, on replayed real learning curves, side by side with the peers.
 
-The task is a SURROGATE, not real training: the analytic objective with `objective.noise` > 0 (a fixed
-landscape over the U-Net space where each config cell deviates from a closed form, bigger models learn
-slower, and every epoch's validation mIoU carries seeded noise). Training the U-Net for 5 seeds x 3
-methods x full budgets would take days on 2 CPU cores; the surrogate runs through the real engine
-(`optuna_engine.run`: the same worker loop, samplers, pruners, early stopping and storage), so
-every epoch counted is one the service would have trained.
+The task is the recorded learning curves of our own space (bench/curves/: real U-Net trainings, 12
+epochs each), replayed by their fitted surrogate through the real engines (`objective.kind: replay`:
+Optuna, Ray Tune, Keras Tuner; the same worker loops, samplers, pruners, early stopping and storage).
+Every replayed epoch is charged the CPU seconds it took when recorded.
 
-Per seed, the target is the best validation mIoU random search reaches in its full budget (every trial
-to the full epoch budget, no pruning, no early stopping: the seed report's way). Each method's cost is
-the number of epochs trained, over all its trials in order, until a completed trial first reaches it.
+- The fixed target is the 95th percentile of the last-epoch mIoU over the recorded design (the
+  surrogate's noise-free mean at each recorded configuration), the same for every method and seed.
+- What a method holds after each trial is what `tune export-best` would export then: its completed
+  trial with the best observed value. Its TRUE score is the surrogate's noise-free last-epoch mean.
+- Compute to the target: epochs and recorded seconds, over all trials in order, until the held
+  configuration's true score first reaches the target (median and interquartile range over seeds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench._common import Outcome, at_least, make_spec, median, say, section, sqlite_url, workdir
+from bench._common import REPO, Outcome, make_spec, say, section, sqlite_url, workdir
 
-NOISE = 0.01  # per-epoch noise sd; per-config deviations of ~3x that (sd 0.03)
-EPOCHS = 10  # the spec's default epoch budget per trial
-SLEEP = 0.01  # seconds per surrogate epoch, so wall time follows the epochs trained
-TRIALS = 100  # random search's full budget (as `tune run --trials 100`); the others stop at the target
-CHUNK = 10  # the others grow their study in steps of this many trials until they reach the target
-# Trial 0 of every study is the spec's baseline. On the surrogate the real baseline sits at the closed
-# form's optimum, so every method would "find" the target at trial 1; a mediocre start measures the search.
-BASELINE = {"base_filters": 8, "levels": 2, "kernel": 5, "dropout": 0.5, "activation": "swish"}
+SURROGATE = REPO / "bench" / "curves" / "surrogate.json"
+CURVES = REPO / "bench" / "curves" / "unet-synthetic.json"
+FIGURE = REPO / "docs" / "img" / "search-anytime.png"
+TRIALS = 100
+SEEDS = 20
+EPOCHS = 12  # the recorded budget: "random search at the full budget"
+SHORT_EPOCHS = 4  # a short-budget search, then the top 3 re-checked at the full budget
+RECHECK_K = 3
 
 
 @dataclass(frozen=True)
 class Method:
     label: str
+    engine: str  # optuna | ray | keras-tuner | plain-optuna (Optuna's own defaults, no service)
     sampler: str
-    pruner: str
-    patience: int
+    pruner: str = "none"
+    patience: int = 0
+    epochs: int = EPOCHS
+    recheck: bool = False
+    ours: bool = False
 
 
 def methods() -> list[Method]:
     from marstune.tuning.config.spec import DEFAULTS
 
-    search, train = DEFAULTS["search"], DEFAULTS["train"]
+    search, patience = DEFAULTS["search"], DEFAULTS["train"]["patience"]
+    ours = f"{search['sampler']} + {search['pruner']}, patience {patience}"
     return [
-        Method("random, full budget (seed report)", "random", "none", 0),
-        Method(
-            f"{search['sampler']} + {search['pruner']} (our default)",
-            search["sampler"],
-            search["pruner"],
-            train["patience"],
-        ),
-        Method(f"{search['sampler']} + hyperband", search["sampler"], "hyperband", train["patience"]),
+        Method("random, full budget (seed report)", "optuna", "random"),
+        Method("grid (first 100 points)", "optuna", "grid"),
+        Method("Optuna TPE out of the box", "plain-optuna", "tpe"),
+        Method(f"{ours} (our default)", "optuna", search["sampler"], search["pruner"], patience, ours=True),
+        Method("tpe + hyperband", "optuna", "tpe", "hyperband", patience),
+        Method("gp", "optuna", "gp"),
+        Method("cma-es", "optuna", "cmaes"),
+        Method(f"{ours}, {SHORT_EPOCHS} epochs + recheck", "optuna", "tpe", "median", 0, SHORT_EPOCHS, True),
+        Method("Ray ASHA + random", "ray", "random", "hyperband"),
+        Method("Ray ASHA + OptunaSearch (tpe)", "ray", "tpe", "hyperband"),
+        Method("Keras Tuner Hyperband", "keras-tuner", "hyperband"),
+        Method("Keras Tuner BayesianOptimization", "keras-tuner", "bayes"),
     ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Run:
-    values: list[float | None]  # per trial in order: value when COMPLETE, else None
-    epochs: list[int]  # per trial: epochs reported (trained)
-    ends: list[float]  # per trial: seconds from the first trial's start to this trial's end
+    """One method, one seed: per trial in order, its params, observed value (None unless COMPLETE),
+    epochs trained and recorded seconds charged."""
 
-    def best(self) -> float:
-        return max(v for v in self.values if v is not None)
+    params: list[dict[str, Any]] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    exported_override: dict[str, Any] | None = None  # the recheck's winner
+    extra: tuple[int, float] = (0, 0.0)  # the recheck's epochs and seconds
 
-    def reach(self, target: float) -> tuple[int, int, float] | None:
-        """(trials, epochs, seconds) until a completed trial first reaches `target`; None if never."""
-        for i, value in enumerate(self.values):
-            if value is not None and value >= target - 1e-12:
-                return i + 1, sum(self.epochs[: i + 1]), self.ends[i]
-        return None
+    def held(self) -> list[dict[str, Any] | None]:
+        """After each trial: the configuration `export-best` would export (best observed value)."""
+        out, best, best_value = [], None, -math.inf
+        for params, value in zip(self.params, self.values, strict=True):
+            if value is not None and value > best_value:
+                best, best_value = params, value
+            out.append(best)
+        return out
 
 
-def run_method(method: Method, seed: int, trials: int, folder: Any, target: float | None = None) -> Run:
-    """Run `method` to `trials` finished trials, or (with `target`) only until a trial reaches it.
+def _recorded_space() -> dict[str, Any]:
+    """The space the curves were recorded over (the replay answers for it alone)."""
+    import yaml
 
-    With a target the study grows in steps of CHUNK trials (the engine continues a study to a larger
-    target); once a completed trial reaches it, the rest of the budget would not change the figure.
-    """
-    from marstune.tuning.search.engines import OptunaOptions
-    from marstune.tuning.search.engines import optuna_engine as engine
+    return dict(yaml.safe_load((REPO / "bench" / "curves" / "spec.yaml").read_text())["space"])
 
-    name = f"{method.sampler}-{method.pruner}-{seed}"
-    url = sqlite_url(folder, f"{name}.db")
-    steps = [trials] if target is None else [*range(CHUNK, trials, CHUNK), trials]
-    for step in steps:
-        spec = make_spec(
-            name,
-            {
-                "objective": {"kind": "analytic", "noise": NOISE, "sleep": SLEEP},
-                "train": {"epochs": EPOCHS, "patience": method.patience, "seed": seed},
-                "search": {"sampler": method.sampler, "pruner": method.pruner, "trials": step},
+
+def _spec(method: Method, name: str, seed: int, trials: int) -> Any:
+    return make_spec(
+        name,
+        {
+            "space": _recorded_space(),
+            "objective": {"kind": "replay", "surrogate": str(SURROGATE)},
+            "train": {"epochs": method.epochs, "patience": method.patience, "seed": seed},
+            "search": {
+                "engine": "optuna" if method.engine == "plain-optuna" else method.engine,
+                "sampler": method.sampler,
+                "pruner": method.pruner,  # Ray: hyperband = ASHA from epoch 1 in thirds
+                "trials": trials,
             },
-            baseline=BASELINE,
-        )
-        engine.run(spec, url, OptunaOptions(quiet=True))
-        found = _read(url, name)
-        if target is not None and found.reach(target) is not None:
-            break
+        },
+    )
+
+
+def _plain_optuna(spec: Any, url: str, seed: int) -> None:
+    """Optuna as a user gets it: TPESampler() with its defaults, no pruner, study.optimize."""
+    import optuna
+
+    from marstune.tuning.search.objective import TrialContext, evaluate
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(study_name=spec.study, storage=url, direction="maximize", sampler=sampler)
+    distributions = spec.space.to_optuna()
+
+    def objective(trial: optuna.Trial) -> float:
+        config = {name: trial._suggest(name, dist) for name, dist in distributions.items()}  # noqa: SLF001
+
+        def report(epoch: int, value: float) -> bool:
+            trial.report(value, epoch)
+            return False
+
+        ctx = TrialContext(trial.number, report)
+        value = evaluate(spec.config_for(config), spec, ctx)
+        trial.set_user_attr("compute_seconds", ctx.attrs["compute_seconds"])
+        return value
+
+    study.optimize(objective, n_trials=spec.search.trials)
+
+
+def run_method(method: Method, seed: int, trials: int, folder: Path) -> Run:
+    from marstune.tuning.search.engines import ENGINES, load_engine
+
+    name = f"{method.engine}-{method.sampler}-{method.pruner}-{method.epochs}-{seed}"
+    url = sqlite_url(folder, f"{name}.db")
+    spec = _spec(method, name, seed, trials)
+    if method.engine == "plain-optuna":
+        _plain_optuna(spec, url, seed)
+    else:
+        options_type = ENGINES[method.engine].options
+        extra = {"max_trials": trials} if method.engine == "optuna" else {}  # grid stops at 100 points
+        load_engine(method.engine).run(spec, url, options_type(quiet=True, **extra))
+    found = _read(url, name)
+    if method.recheck:
+        from marstune.tuning.search.recheck import recheck
+
+        done = recheck(url, name, RECHECK_K, EPOCHS, folder / name)
+        found.exported_override = done[0].config
+        found.extra = (RECHECK_K * EPOCHS, sum(_charged(c.config, EPOCHS, None) for c in done))
     return found
+
+
+_REPLAY: list[Any] = []
+
+
+def replay() -> Any:
+    if not _REPLAY:
+        from marstune.tuning.search.replay import Replay
+
+        _REPLAY.append(Replay.from_json(SURROGATE))
+    return _REPLAY[0]
+
+
+def searched(params: dict[str, Any]) -> dict[str, Any]:
+    return {f["param"]: params[f["param"]] for f in replay().features}
+
+
+def true_score(params: dict[str, Any]) -> float:
+    return float(replay().mean_curve(searched(params))[-1])
+
+
+def _charged(params: dict[str, Any], epochs: int, recorded: float | None) -> float:
+    """The trial's charged seconds; a trial stopped from outside (Ray's ASHA) never stored its own, so
+    it is charged the surrogate's typical seconds of the epochs it ran."""
+    if recorded is not None:
+        return float(recorded)
+    return float(replay().mean_seconds(searched(params))[:epochs].sum())
 
 
 def _read(url: str, name: str) -> Run:
@@ -105,64 +197,121 @@ def _read(url: str, name: str) -> Run:
     from marstune.tuning.study.storage import open_storage
 
     storage = open_storage(url)
-    sid = storage.get_study_id_from_name(name)
-    trials = sorted(storage.get_all_trials(sid, deepcopy=False), key=lambda t: t.number)
-    t0 = trials[0].datetime_start
-    return Run(
-        [t.value if t.state == TrialState.COMPLETE else None for t in trials],
-        [len(t.intermediate_values) for t in trials],
-        [(t.datetime_complete - t0).total_seconds() for t in trials],
-    )
+    trials = sorted(storage.get_all_trials(storage.get_study_id_from_name(name)), key=lambda t: t.number)
+    run = Run()
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or not t.params:
+            continue
+        epochs = len(t.intermediate_values)
+        run.params.append(dict(t.params))
+        run.values.append(t.value if t.state == TrialState.COMPLETE else None)
+        run.epochs.append(epochs)
+        run.seconds.append(_charged(t.params, epochs, t.user_attrs.get("compute_seconds")))
+    storage.engine.dispose()
+    return run
 
 
-def run(quick: bool = False) -> Outcome:
-    seeds = [0] if quick else [0, 1, 2, 3, 4]
-    budget = 4 if quick else TRIALS
-    section("TARGET 1: search efficiency")
+def reach(run: Run, target: float) -> tuple[int, float] | None:
+    """(epochs, seconds) until the held configuration's true score first reaches `target`."""
+    epochs = seconds = 0.0
+    for i, held in enumerate(run.held()):
+        epochs, seconds = epochs + run.epochs[i], seconds + run.seconds[i]
+        if held is not None and true_score(held) >= target:
+            return int(epochs), seconds
+    if run.exported_override is not None and true_score(run.exported_override) >= target:
+        return int(epochs) + run.extra[0], seconds + run.extra[1]
+    return None
+
+
+def exported(run: Run) -> float:
+    held = run.exported_override or run.held()[-1]
+    return true_score(held) if held is not None else 0.0
+
+
+def fixed_target() -> float:
+    import json
+
+    import numpy as np
+
+    configs = json.loads(CURVES.read_text())["configs"]
+    return float(np.percentile([true_score(c["params"]) for c in configs], 95))
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Median and interquartile range; an unreached seed counts as infinite compute."""
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else ordered * 3
+    return q[0], statistics.median(ordered), q[-1]
+
+
+def run(quick: bool = False, seeds: int = SEEDS, only: Callable[[Method], bool] | None = None) -> Outcome:
+    from bench.search_figure import anytime_png
+
+    seed_list = list(range(1 if quick else seeds))
+    trials = 6 if quick else TRIALS
+    chosen = [m for m in methods() if only is None or only(m) or m.ours or m.label.startswith("random")]
+    if quick:
+        chosen = [m for m in chosen if m.engine in ("optuna", "plain-optuna")]
+    target = fixed_target()
+    section("TARGET 1: search efficiency on replayed real learning curves")
     say(
-        "task: SURROGATE, not real training: analytic learning curves over the U-Net space "
-        f"(objective.noise={NOISE}: fixed per-config deviations, per-config learning speed, seeded "
-        f"per-epoch noise), {EPOCHS} epochs a trial, baseline {BASELINE}; run through the real Optuna "
-        "engine on SQLite. Real U-Net training for 5 seeds x 3 methods x full budgets would take days here.",
-        f"budget: {budget} trials per method (random: all of them, to set the target); seeds {seeds}, "
-        "each method with its own sampler seed; wall time = service time + "
-        f"{SLEEP * 1000:.0f} ms of sleep per surrogate epoch (no training happens)",
+        f"task: the recorded curves of our space ({CURVES.relative_to(REPO)}), replayed by "
+        f"{SURROGATE.relative_to(REPO)} through the real engines; {trials} trials a study, seeds {seed_list}",
+        f"fixed target: last-epoch mIoU {target:.4f} (95th percentile over the recorded design)",
     )
-    all_methods = methods()
-    ratios: dict[str, list[float]] = {m.label: [] for m in all_methods[1:]}
+    results: dict[str, list[Run]] = {}
     with workdir("search") as folder:
-        for seed in seeds:
-            base = run_method(all_methods[0], seed, budget, folder)
-            target = base.best()
-            base_reach = base.reach(target)
-            assert base_reach is not None
-            say(f"seed {seed}: target mIoU {target:.4f} (best of random search's {budget} trials)")
-            _show(all_methods[0].label, base_reach, None)
-            for index, method in enumerate(all_methods[1:], start=1):
-                found = run_method(method, seed + 1000 * index, budget, folder, target).reach(target)
-                ratio = base_reach[1] / found[1] if found else 0.0  # never reached counts as no gain
-                ratios[method.label].append(ratio)
-                _show(method.label, found, ratio, budget)
-    say("")
-    for label, values in ratios.items():
-        per_seed = ", ".join(f"{r:.2f}x" for r in values)
-        say(f"{label}: fewer epochs than random, per seed {per_seed}; median {median(values):.2f}x")
-    default = all_methods[1].label
-    return at_least(
+        for method in chosen:
+            started = time.perf_counter()
+            results[method.label] = [run_method(method, seed, trials, folder) for seed in seed_list]
+            say(f"  ran {method.label}: {time.perf_counter() - started:.0f} s")
+    rows = _table(results, target, trials)
+    anytime_png(results, true_score, target, FIGURE if not quick else Path("/dev/null"))
+    ours = next(m.label for m in chosen if m.ours)
+    base = rows["random, full budget (seed report)"]["seconds"][1]
+    mine = rows[ours]["seconds"][1]
+    ratio = base / mine if mine and math.isfinite(mine) else 0.0
+    say(f"our default vs random, recorded seconds to the target (medians): {ratio:.2f}x")
+    return Outcome(
         1,
-        f"search efficiency (surrogate task), epochs to random's best, {default} vs random, "
-        f"median of {len(seeds)} seeds",
-        median(ratios[default]),
-        2.0,
-        note="per seed, random's cost is where its best draw happens to fall (uniform over its budget); "
-        "in seeds where that is early no method is 2x faster. See the per-seed figures above.",
+        "search",
+        f"{ratio:.2f}x",
+        ">= 3x",
+        ratio >= 3.0,
+        "",
     )
 
 
-def _show(label: str, found: tuple[int, int, float] | None, ratio: float | None, budget: int = 0) -> None:
-    if found is None:
-        say(f"  {label:<36} not reached in {budget} trials -> counted as 0.00x")
-        return
-    trials, epochs, seconds = found
-    gain = "" if ratio is None else f"  -> {ratio:.2f}x fewer epochs"
-    say(f"  {label:<36} reached at trial {trials:>3}: {epochs:>4} epochs, {seconds:6.1f} s{gain}")
+def _table(results: dict[str, list[Run]], target: float, trials: int) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    head = f"{'method':<44} {'reached':>7} {'epochs to target':>22} {'CPU-min to target':>24}"
+    say("", f"{head} {'exported':>9}")
+    for label, runs in results.items():
+        found = [reach(r, target) for r in runs]
+        epochs = [f[0] if f else math.inf for f in found]
+        seconds = [f[1] if f else math.inf for f in found]
+        e, s = quartiles(epochs), quartiles(seconds)
+        rows[label] = {"epochs": e, "seconds": s}
+        out = statistics.median(exported(r) for r in runs)
+        say(
+            f"{label:<44} {sum(f is not None for f in found):>3}/{len(runs):<3} "
+            f"{e[1]:>7.0f} [{e[0]:>5.0f}-{e[2]:>5.0f}] "
+            f"{s[1] / 60:>8.1f} [{s[0] / 60:>6.1f}-{s[2] / 60:>6.1f}] {out:>9.4f}"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per method (default {SEEDS})")
+    parser.add_argument("--only", default="", help="run only methods whose label contains this (and ours)")
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes, not the figures")
+    args = parser.parse_args(argv)
+    only = (lambda m: args.only.lower() in m.label.lower()) if args.only else None
+    outcome = run(args.quick, args.seeds, only)
+    say(outcome.line())
+    return 0 if outcome.met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

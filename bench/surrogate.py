@@ -28,7 +28,6 @@ from bench._common import REPO
 from bench.curves_data import CURVES, Curves, load_curves
 from bench.curves_export import dump_json
 from bench.ranking import rho_rows
-from bench.replay import GPMean, Replay
 from bench.surrogate_fit import (
     CANDIDATES,
     EXPORTABLE,
@@ -40,6 +39,7 @@ from bench.surrogate_fit import (
     poly_smooth,
     trend_degree,
 )
+from marstune.tuning.search.replay import GPMean, Replay
 
 OUT = REPO / "bench" / "curves" / "surrogate.json"
 EARLY = 3  # the short budget the brief asks about: epoch 3

@@ -1,5 +1,5 @@
 """The fitting side of the replay surrogate: recorded curves -> bench/curves/surrogate.json (read by
-bench/replay.py). Candidates for the smooth mean, all predicting a whole curve (one value per epoch) for
+tuning/search/replay.py). Candidates for the smooth mean, all predicting a whole curve (one value per epoch) for
 a configuration, so that every epoch of a replayed trial comes from one consistent model:
 
   kron-gp   one Gaussian process over (configuration x epoch) with a separable kernel
@@ -27,8 +27,8 @@ from scipy.optimize import minimize
 
 from bench.curves_data import Curves
 from bench.kron_gp import GPFit, epoch_inputs, fit_gp, predictor
-from bench.replay import FORMAT, encode
 from bench.residual_map import ResidualMap
+from marstune.tuning.search.replay import FORMAT, encode
 
 QUANTILE_PROBS = np.linspace(0.0, 1.0, 41)
 
@@ -202,7 +202,7 @@ def run_effect(cov: np.ndarray) -> dict[str, Any]:
 
 
 def fit_surrogate(curves: Curves, kind: str = "kron-gp") -> dict[str, Any]:
-    """The JSON document bench/replay.py reads: the mean of `kind`, the seconds model, the noise."""
+    """The JSON document tuning/search/replay.py reads: the mean of `kind`, the seconds model, the noise."""
     if kind not in EXPORTABLE:
         raise ValueError(f"{kind!r} cannot be exported; choose from {', '.join(EXPORTABLE)}")
     features = features_from_space(curves.space)

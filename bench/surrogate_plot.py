@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.curves_data import Curves
-from bench.replay import Replay
+from marstune.tuning.search.replay import Replay
 
 PANELS = 11  # configurations shown; the twelfth panel is the histogram
 

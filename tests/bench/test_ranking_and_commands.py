@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from bench.curves_data import Curves, curves_from_doc
 from bench.ranking import ranking_table, rho_rows
-from bench.replay import Replay
+from marstune.tuning.search.replay import Replay
 from tests.bench.synthetic_curves import SPACE, curves_doc
 from tests.conftest import REPO
 

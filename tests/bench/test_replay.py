@@ -1,4 +1,4 @@
-"""The evaluation side (bench/replay.py, to become tuning/search/replay.py): it reads the JSON the
+"""The evaluation side (tuning/search/replay.py, `objective.kind: replay`): it reads the JSON the
 fitting side writes and gives the same numbers, deterministically by (configuration, seed), with the
 noise structure the file describes, refusing configurations it never saw, on numpy alone."""
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from bench.curves_data import Curves, curves_from_doc
-from bench.replay import FORMAT, Replay
 from bench.surrogate_fit import features_from_space, fit_mean, fit_surrogate
+from marstune.tuning.search.replay import FORMAT, Replay
 from tests.bench.synthetic_curves import SPACE, curves_doc
 
 BASELINE = {"base_filters": 16, "levels": 4, "kernel": 3, "dropout": 0.2, "activation": "relu"}
@@ -60,8 +60,9 @@ def test_a_curve_is_determined_by_configuration_and_seed(surrogate_file: Path) -
 def test_same_numbers_in_a_fresh_process_importing_neither_sklearn_scipy_nor_bench(
     surrogate_file: Path, tmp_path: Path
 ) -> None:
-    # The module alone, as it will sit in the product: copied out of bench/, imported from elsewhere.
-    shutil.copy(Path(__file__).resolve().parents[2] / "bench" / "replay.py", tmp_path / "replay_alone.py")
+    # The module alone: copied out of the package, imported from elsewhere (numpy is all it needs).
+    module = Path(__file__).resolve().parents[2] / "tuning" / "search" / "replay.py"
+    shutil.copy(module, tmp_path / "replay_alone.py")
     code = (
         "import json, sys; import replay_alone as r\n"
         f"curve = r.Replay.from_json({str(surrogate_file)!r}).curve({BASELINE!r}, 11)\n"

@@ -12,7 +12,6 @@ from scipy.stats import spearmanr
 
 from bench.curves_data import Curves, curves_from_doc
 from bench.kron_gp import _Problem
-from bench.replay import Replay
 from bench.residual_map import ResidualMap, ar1_correlation
 from bench.surrogate import held_out, held_out_seconds, load_sensitivity
 from bench.surrogate_fit import (
@@ -22,6 +21,7 @@ from bench.surrogate_fit import (
     fit_surrogate,
     trend_degree,
 )
+from marstune.tuning.search.replay import Replay
 from tests.bench.synthetic_curves import curves_doc, true_curve, true_seconds
 
 NOISE = 0.03

@@ -90,7 +90,10 @@ DEFAULTS: dict[str, Any] = {
         "focal_gamma": 2.0,  # focal only; Lin et al.'s best value
     },
     "objective": {
-        "kind": "unet",  # unet = train the model; analytic = a closed-form stand-in for service tests
+        # unet = train the model; analytic = a closed-form stand-in for service tests; replay = the
+        # recorded learning curves of this space, replayed by a fitted surrogate (bench/curves/)
+        "kind": "unet",
+        "surrogate": "bench/curves/surrogate.json",  # replay only: the fitted surrogate's file
         "sleep": 0.0,  # analytic only: seconds per epoch, to mimic training time
         "fail_trials": [],  # analytic only: trial numbers whose first attempt raises (fault injection)
         "fail_every_attempt": False,  # analytic only: the retries of fail_trials raise too
@@ -156,7 +159,8 @@ class LossSpec(_Section):
 
 
 class ObjectiveSpec(_Section):
-    kind: Literal["unet", "analytic"]
+    kind: Literal["unet", "analytic", "replay"]
+    surrogate: str
     sleep: float = Field(ge=0)
     fail_trials: list[int]
     fail_every_attempt: bool

@@ -7,6 +7,7 @@ answers whether to stop early (pruning); the value is the best validation mIoU o
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -21,6 +22,8 @@ from marstune.tuning.errors import Pruned, TrialFailed, TuneError
 
 if TYPE_CHECKING:
     import keras
+
+    from marstune.tuning.search.replay import Replay
 
 Report = Callable[[int, float], bool]  # (epoch, val mIoU) -> prune now?
 Keep = Callable[[float], Path | None]  # (best val mIoU) -> where to save the model, or None: not kept
@@ -41,6 +44,8 @@ def evaluate(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     """Run one trial; return the best validation mIoU. Raises Pruned, TrialFailed, or a TuneError."""
     if spec.objective.kind == "analytic":
         return _analytic(config, spec, ctx)
+    if spec.objective.kind == "replay":
+        return _replay(config, spec, ctx)
     return _train_unet(config, spec, ctx)
 
 
@@ -81,6 +86,58 @@ def _analytic(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
         if spec.train.patience and flat >= spec.train.patience:
             break  # early stopping, as the U-Net objective does
     ctx.attrs.update({"epochs_run": epoch + 1, "device": "none (analytic)"})
+    return best
+
+
+@functools.cache
+def _surrogate(path: str) -> Replay:
+    from marstune.tuning.search.replay import Replay
+
+    try:
+        return Replay.from_json(path)
+    except FileNotFoundError:
+        raise TuneError(
+            f"objective.surrogate: no file {path}; run `python -m bench surrogate` in the repository "
+            "or point objective.surrogate at a fitted surrogate's JSON"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise TuneError(f"objective.surrogate: {path} is not a replay surrogate ({exc})") from None
+
+
+def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    """Replay the recorded learning curves: the epochs a trained trial would have reported, each
+    charged the CPU seconds it took when recorded (attribute `compute_seconds`), in microseconds."""
+    replay = _surrogate(spec.objective.surrogate)
+    if spec.train.epochs > replay.epochs:
+        raise TuneError(
+            f"train.epochs is {spec.train.epochs} but the curves in {spec.objective.surrogate} were "
+            f"recorded for {replay.epochs}; set train.epochs <= {replay.epochs}"
+        )
+    recorded = [f["param"] for f in replay.features]
+    unknown = sorted(set(spec.space.params) - set(recorded))
+    if unknown:
+        raise TuneError(
+            f"the space searches {unknown}, which the curves in {spec.objective.surrogate} were not "
+            f"recorded over; a replayed space may search only {recorded}"
+        )
+    # Fixed settings outside the recording (the loss keys a configuration carries) are not replayed.
+    params = {name: config[name] for name in recorded if name in config}
+    try:  # a retrained configuration draws a fresh run, as training it again would
+        curve = replay.curve(params, seed=spec.train.seed * 100_003 + ctx.number)
+    except ValueError as exc:
+        raise TuneError(f"{exc}; the replay answers only for the space its curves were recorded on") from None
+    best, flat, log = -math.inf, 0, []
+    for epoch, (value, seconds) in enumerate(curve[: spec.train.epochs]):
+        log.append({"val_miou": round(value, 5), "cpu_seconds": round(seconds, 3)})
+        ctx.attrs.update(
+            {"epochs_run": epoch + 1, "compute_seconds": round(sum(r["cpu_seconds"] for r in log), 3)}
+        )
+        best, flat = (value, 0) if value > best else (best, flat + 1)
+        if ctx.report(epoch, value):
+            raise Pruned(f"pruned at epoch {epoch + 1}")
+        if spec.train.patience and flat >= spec.train.patience:
+            break  # early stopping, as the U-Net objective does
+    ctx.attrs.update({"device": "none (replay)", "epoch_log": log})
     return best
 
 

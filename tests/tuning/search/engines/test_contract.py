@@ -196,3 +196,38 @@ def test_grid_evaluates_every_point_exactly_once(runner: Runner, storage_url: st
     assert len(trials) == 12 == summary.finished == len(points)
     assert trials[0].params == {"levels": 4, "kernel": 3, "dropout": 0.2}  # the baseline first
     assert runner.run(spec, storage_url).ran_here == 0
+
+
+REPLAY_SAMPLERS = {"optuna": "tpe", "ray": "random", "keras-tuner": "random"}
+
+
+@pytest.mark.parametrize(("runner", "sampler"), sorted(REPLAY_SAMPLERS.items()), indirect=["runner"])
+def test_the_replay_objective_plays_the_recorded_curves_through_the_engine(
+    runner: Runner, sampler: str, sqlite_url: str
+) -> None:
+    from marstune.tuning.search.replay import Replay
+
+    surrogate = REPO / "bench/curves/surrogate.json"
+    sets = [
+        "study=replayed",
+        "objective.kind=replay",
+        f"objective.surrogate={surrogate}",
+        f"search.engine={runner.engine}",
+        f"search.sampler={sampler}",
+        "search.pruner=none",
+        "search.trials=4",
+        "train.epochs=5",
+        "train.patience=0",
+        "train.seed=3",
+    ]
+    spec = load_spec(REPO / "bench/curves/spec.yaml", sets)
+    runner.run(spec, sqlite_url)
+    replay = Replay.from_json(surrogate)
+    trials = trials_of(sqlite_url, "replayed")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        curve = replay.curve(t.params, seed=3 * 100_003 + t.number)[:5]
+        played = [t.intermediate_values[epoch] for epoch in sorted(t.intermediate_values)]
+        assert played == pytest.approx([miou for miou, _ in curve], abs=1e-9)
+        assert t.value == pytest.approx(max(played))
+        assert t.user_attrs["compute_seconds"] == pytest.approx(sum(s for _, s in curve), abs=0.01)

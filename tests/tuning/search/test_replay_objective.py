@@ -1,0 +1,76 @@
+"""`objective.kind: replay`: the recorded curves answer as training would, and refuse what they cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marstune.tuning.config.spec import load_spec
+from marstune.tuning.errors import Pruned, TuneError
+from marstune.tuning.search.objective import TrialContext, evaluate
+from marstune.tuning.search.replay import Replay
+from tests.conftest import REPO
+
+SURROGATE = REPO / "bench/curves/surrogate.json"
+CONFIG = {"base_filters": 16, "levels": 4, "kernel": 3, "dropout": 0.2, "activation": "relu"}
+
+
+def _spec(*sets: str) -> object:
+    return load_spec(
+        REPO / "bench/curves/spec.yaml",
+        ["objective.kind=replay", f"objective.surrogate={SURROGATE}", "train.patience=0", *sets],
+    )
+
+
+def test_every_epoch_is_reported_and_charged_its_recorded_seconds() -> None:
+    spec = _spec("train.epochs=6", "train.seed=2")
+    seen: list[tuple[int, float]] = []
+    ctx = TrialContext(7, lambda epoch, value: seen.append((epoch, value)) is not None)
+    best = evaluate(spec.config_for(CONFIG), spec, ctx)
+    curve = Replay.from_json(SURROGATE).curve(CONFIG, seed=2 * 100_003 + 7)[:6]
+    assert [v for _, v in seen] == [m for m, _ in curve] and [e for e, _ in seen] == list(range(6))
+    assert best == max(m for m, _ in curve)
+    assert ctx.attrs["epochs_run"] == 6
+    assert ctx.attrs["compute_seconds"] == pytest.approx(sum(s for _, s in curve), abs=0.01)
+    assert len(ctx.attrs["epoch_log"]) == 6
+
+
+def test_a_pruned_replay_is_charged_only_the_epochs_it_ran() -> None:
+    spec = _spec("train.epochs=6")
+    ctx = TrialContext(0, lambda epoch, value: epoch == 1)
+    with pytest.raises(Pruned):
+        evaluate(spec.config_for(CONFIG), spec, ctx)
+    curve = Replay.from_json(SURROGATE).curve(CONFIG, seed=0)
+    assert ctx.attrs["epochs_run"] == 2
+    assert ctx.attrs["compute_seconds"] == pytest.approx(curve[0][1] + curve[1][1], abs=0.01)
+
+
+def test_another_trial_number_is_another_run_of_the_same_configuration() -> None:
+    spec = _spec("train.epochs=12")
+    values = [evaluate(spec.config_for(CONFIG), spec, TrialContext(n, lambda e, v: False)) for n in (0, 1)]
+    again = evaluate(spec.config_for(CONFIG), spec, TrialContext(0, lambda e, v: False))
+    assert values[0] != values[1] and again == values[0]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["train.epochs=40"], "recorded for 12; set train.epochs <= 12"),
+        (["objective.surrogate=/nonexistent/s.json"], "no file /nonexistent/s.json"),
+        (["space.loss={type: categorical, choices: [crossentropy, focal]}"], "searches ['loss']"),
+    ],
+)
+def test_what_the_curves_cannot_answer_is_refused_in_one_line(sets: list[str], message: str) -> None:
+    spec = _spec(*sets)
+    with pytest.raises(TuneError) as caught:
+        evaluate(spec.config_for(CONFIG), spec, TrialContext(0, lambda e, v: False))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_file_that_is_not_a_surrogate_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "curves.json"
+    bad.write_text('{"format": "something else"}')
+    spec = _spec(f"objective.surrogate={bad}")
+    with pytest.raises(TuneError, match="is not a replay surrogate"):
+        evaluate(spec.config_for(CONFIG), spec, TrialContext(0, lambda e, v: False))
