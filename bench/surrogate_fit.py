@@ -1,6 +1,6 @@
 """The fitting side of the replay surrogate: recorded curves -> bench/curves/surrogate.json (read by
-tuning/search/replay.py). Candidates for the smooth mean, all predicting a whole curve (one value per epoch) for
-a configuration, so that every epoch of a replayed trial comes from one consistent model:
+tuning/search/replay.py). Candidates for the smooth mean, all predicting a whole curve (one value per
+epoch) for a configuration, so that every epoch of a replayed trial comes from one consistent model:
 
   kron-gp   one Gaussian process over (configuration x epoch) with a separable kernel
             (Matérn52 + linear)(config) x RBF(log epoch), a run's own offset and white noise: it learns
