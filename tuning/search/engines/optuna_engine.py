@@ -25,6 +25,7 @@ from marstune.tuning.search.joining import join
 from marstune.tuning.search.keeping import ModelKeeper
 from marstune.tuning.search.progress import Progress
 from marstune.tuning.search.reaper import Reaper
+from marstune.tuning.search.redraw import RedrawSampler
 from marstune.tuning.search.samplers import make_pruner, make_sampler
 from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import lifecycle
@@ -61,7 +62,9 @@ def _open(spec: Spec, storage_url: str, options: OptunaOptions) -> tuple[optuna.
     else:
         study, spec = join(storage, storage_url, spec.study, options.data_path)
     stream = lifecycle.claim_seed_stream(study, storage_url)
-    sampler = make_sampler(spec.search.sampler, spec.train.seed, stream)
+    sampler = RedrawSampler(
+        make_sampler(spec.search.sampler, spec.train.seed, stream), spec.train.seed + stream
+    )
     loaded = optuna.load_study(
         study_name=spec.study, storage=storage, sampler=sampler, pruner=make_pruner(spec.search.pruner)
     )
@@ -119,6 +122,7 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                     run_trial(study, objective)
                 if objective.kept:
                     keeper.prune(study._storage)  # noqa: SLF001 - back to the top K kept models
+                study.sampler.redraw = objective.duplicate  # type: ignore[attr-defined] - RedrawSampler
                 if objective.duplicate:
                     duplicates += 1
                     if duplicates >= MAX_DUPLICATES_IN_A_ROW:

@@ -103,3 +103,19 @@ def test_a_target_lowered_by_another_run_stops_this_one(tmp_path) -> None:
         done.set()
         other.join()
     assert summary.finished <= 4 and summary.target == 3, summary
+
+
+@pytest.mark.parametrize("name", ["gp", "tpe"])
+def test_a_model_based_sampler_that_repeats_itself_still_reaches_the_target(name: str, tmp_path) -> None:
+    # 8 configurations and a target of 8: GP's argmax lands on a configuration the study has, again and
+    # again, on unchanged data; the trial after a duplicate is drawn at random, so the study finishes.
+    small = (
+        "space={levels: {type: int, low: 3, high: 4}, kernel: {type: categorical, choices: [3, 5]},"
+        " activation: {type: categorical, choices: [relu, elu]}}"
+    )
+    spec = make_spec(name, 8, small)
+    url = f"sqlite:///{tmp_path}/s.db"
+    summary = engine.run(spec, url, OptunaOptions(quiet=True))
+    complete = [t for t in trials_of(url) if t.state == TrialState.COMPLETE]
+    assert summary.finished == 8
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 8
