@@ -127,7 +127,15 @@ def read_recording(db: Path, study: str = STUDY) -> dict[str, Any]:
             names = [r[0] for r in conn.execute("SELECT study_name FROM studies")]
             raise SystemExit(f"error: no study {study!r} in {db}; it holds {names}")
         sid = found[0]
-        study_attrs = _attrs(conn, "study_user_attributes", "study_id", sid)
+        # The spec: a study system attribute now (out of `optuna studies`), a user attribute before.
+        study_attrs = {
+            **_attrs(conn, "study_user_attributes", "study_id", sid),
+            **{
+                k: v
+                for k, v in _attrs(conn, "study_system_attributes", "study_id", sid).items()
+                if k == "spec"
+            },
+        }
         trials = conn.execute(
             "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
             "WHERE study_id = ? ORDER BY number",
