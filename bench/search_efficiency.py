@@ -266,11 +266,45 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return float(low), statistics.median(values), float(high)
 
 
-def run(quick: bool = False, seeds: int = SEEDS, only: Callable[[Method], bool] | None = None) -> Outcome:
+def _run_all(chosen: list[Method], seeds: list[int], trials: int, jobs: int) -> dict[str, list[Run]]:
+    """Every method over every seed, `jobs` studies at once (each its own process and database)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs: dict[tuple[str, int], Run] = {}
+    started = time.perf_counter()
+    with workdir("search") as folder:
+        if jobs <= 1:
+            for method in chosen:
+                for seed in seeds:
+                    runs[method.label, seed] = run_method(method, seed, trials, folder)
+                say(f"  ran {method.label}: {time.perf_counter() - started:.0f} s so far")
+        else:
+            # spawn: Ray and TensorFlow do not survive a fork; the slowest methods start first.
+            slow = sorted(chosen, key=lambda m: (m.engine == "optuna" and m.sampler != "gp", m.label))
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {
+                    (m.label, seed): pool.submit(run_method, m, seed, trials, folder)
+                    for m in slow
+                    for seed in seeds
+                }
+                for key, future in futures.items():
+                    runs[key] = future.result()
+            say(f"  ran {len(runs)} studies in {time.perf_counter() - started:.0f} s ({jobs} at once)")
+    return {m.label: [runs[m.label, seed] for seed in seeds] for m in chosen}
+
+
+def run(
+    quick: bool = False,
+    seeds: int = SEEDS,
+    only: Callable[[Method], bool] | None = None,
+    jobs: int = 2,
+    trials: int = TRIALS,
+) -> Outcome:
     from bench.search_figure import anytime, anytime_png, worst_gap
 
     seed_list = list(range(1 if quick else seeds))
-    trials = 6 if quick else TRIALS
+    trials, jobs = (6, 1) if quick else (trials, jobs)
     chosen = [m for m in methods() if only is None or only(m) or m.ours or m.label in (RANDOM, PLAIN_TPE)]
     if quick:
         chosen = [m for m in chosen if m.engine in ("optuna", "plain-optuna")]
@@ -281,12 +315,7 @@ def run(quick: bool = False, seeds: int = SEEDS, only: Callable[[Method], bool] 
         f"{SURROGATE.relative_to(REPO)} through the real engines; {trials} trials a study, seeds {seed_list}",
         f"fixed target: last-epoch mIoU {target:.4f} (95th percentile over the recorded design)",
     )
-    results: dict[str, list[Run]] = {}
-    with workdir("search") as folder:
-        for method in chosen:
-            started = time.perf_counter()
-            results[method.label] = [run_method(method, seed, trials, folder) for seed in seed_list]
-            say(f"  ran {method.label}: {time.perf_counter() - started:.0f} s")
+    results = _run_all(chosen, seed_list, trials, jobs)
     rows = _table(results, target, trials)
     curves = anytime(results, true_score)
     if not quick:
@@ -326,7 +355,7 @@ def run(quick: bool = False, seeds: int = SEEDS, only: Callable[[Method], bool] 
 
 def _table(results: dict[str, list[Run]], target: float, trials: int) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    head = f"{'method':<44} {'reached':>7} {'epochs to target':>22} {'CPU-min to target':>24}"
+    head = f"{'method':<52} {'reached':>7} {'epochs to target':>22} {'CPU-min to target':>24}"
     say("", f"{head} {'exported':>9}")
     for label, runs in results.items():
         found = [reach(r, target) for r in runs]
@@ -336,7 +365,7 @@ def _table(results: dict[str, list[Run]], target: float, trials: int) -> dict[st
         rows[label] = {"epochs": e, "seconds": s}
         out = statistics.median(exported(r) for r in runs)
         say(
-            f"{label:<44} {sum(f is not None for f in found):>3}/{len(runs):<3} "
+            f"{label:<52} {sum(f is not None for f in found):>3}/{len(runs):<3} "
             f"{e[1]:>7.0f} [{e[0]:>5.0f}-{e[2]:>5.0f}] "
             f"{s[1] / 60:>8.1f} [{s[0] / 60:>6.1f}-{s[2] / 60:>6.1f}] {out:>9.4f}"
         )
@@ -347,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per method (default {SEEDS})")
     parser.add_argument("--only", default="", help="run only methods whose label contains this (and ours)")
+    parser.add_argument("--trials", type=int, default=TRIALS, help=f"trials a study (default {TRIALS})")
+    parser.add_argument("--jobs", type=int, default=2, help="studies at once (default 2: one a core)")
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes, not the figures")
     args = parser.parse_args(argv)
     only = (lambda m: args.only.lower() in m.label.lower()) if args.only else None
-    outcome = run(args.quick, args.seeds, only)
+    outcome = run(args.quick, args.seeds, only, args.jobs, args.trials)
     say(outcome.line())
     return 0 if outcome.met else 1
 
