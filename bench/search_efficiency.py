@@ -317,6 +317,17 @@ def run(
     )
     results = _run_all(chosen, seed_list, trials, jobs)
     rows = _table(results, target, trials)
+    for label, runs in results.items():  # does the re-check help? the same runs, export without and with
+        pairs = [
+            (true_score(r.held()[-1]), true_score(r.exported_override)) for r in runs if r.exported_override
+        ]
+        if pairs:
+            before, after = (statistics.median(side) for side in zip(*pairs, strict=True))
+            better, worse = sum(a > b + 1e-12 for b, a in pairs), sum(a < b - 1e-12 for b, a in pairs)
+            say(
+                f"{label}: true last-epoch mIoU of the export, medians: {before:.4f} without the re-check, "
+                f"{after:.4f} with it; better in {better} of {len(pairs)} seeds, worse in {worse}"
+            )
     curves = anytime(results, true_score)
     if not quick:
         anytime_png(curves, target, FIGURE)
