@@ -77,6 +77,8 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
             f"--warm-start: {opts.config} {missing}; export again with `tune export-best` from a study "
             "that keeps models (search.keep_models > 0), or drop --warm-start"
         )
+    if opts.out is not None and not opts.resume:
+        check_new_out(opts.out)  # a wrong --out is said before minutes of loading data
     spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
     from marstune.tuning.train.data import prepare_data
 
@@ -156,6 +158,15 @@ def _say_data(console: Console, export: Export, data: Prepared) -> None:
     )
 
 
+def check_new_out(out: Path) -> None:
+    """A new run goes into an empty or new folder only: checked before the data loads, and again
+    when the folder is made."""
+    if (out / "run.json").exists():
+        raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
+
+
 def _prepare_out(
     opts: FinalOptions, study: str, default_epochs: int, settings: dict[str, Any]
 ) -> tuple[Path, int]:
@@ -176,10 +187,7 @@ def _prepare_out(
         return out, epochs
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = opts.out or RUNS / f"{study}-{stamp}"
-    if (out / "run.json").exists():
-        raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
+    check_new_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -337,3 +337,14 @@ def test_checkpoints_swap_whole_and_skip_nan_epochs(tmp_path: Path) -> None:
     assert ck.state()["epoch"] == 2 and len(history) == 2  # the NaN epoch is neither saved nor logged
     ck.dir.rename(ck.dir.with_name("m.old"))  # a swap interrupted between its two renames
     assert ck.state()["epoch"] == 2
+
+
+def test_a_taken_out_folder_is_refused_before_the_data_is_read(exported: Path) -> None:
+    cwd = exported.parent
+    taken = cwd / "taken"
+    taken.mkdir(exist_ok=True)
+    (taken / "notes.txt").write_text("mine")
+    # --data names a file that does not exist: the --out line comes first, and nothing is touched.
+    result = run_tune("pix2pix", "--config", exported.name, "--out", "taken", "--data", "absent.npz", cwd=cwd)
+    _refused(result, "--out taken exists and is not an empty folder")
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
