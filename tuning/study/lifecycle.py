@@ -152,6 +152,12 @@ def create_or_join(
         if explicit_target and spec.search.sampler != "grid" and target != old:
             study.set_user_attr(TARGET_ATTR, target)
             notes.append(f"study {spec.study}: target changed from {old} to {target} finished trials")
+            done = finished(counts(study))
+            if done >= target:
+                notes.append(
+                    f"study {spec.study} already has {done} finished trials, the new target or more: "
+                    f"nothing more runs; pass --trials above {done} to go on"
+                )
         if enqueue:
             requeue_lost(study)
     return study, notes

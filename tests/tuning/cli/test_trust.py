@@ -283,6 +283,10 @@ def test_joining_with_another_sampler_is_refused_and_changes_nothing(tmp_path: P
     assert row["sampler"] == "tpe" and row["target"] == 4
     raised = run_tune("run", "--storage", url, "--trials", "6", "--sampler", "tpe", *ANALYTIC, cwd=tmp_path)
     assert raised.returncode == 0 and "target changed from 4 to 6" in raised.stderr
+    assert "nothing more runs" not in raised.stderr
+    lowered = run_tune("run", "--storage", url, "--trials", "3", "--sampler", "tpe", *ANALYTIC, cwd=tmp_path)
+    assert lowered.returncode == 0 and "target changed from 6 to 3" in lowered.stderr
+    assert "already has 6 finished trials, the new target or more: nothing more runs" in lowered.stderr
 
 
 # 7. One line instead of a traceback, for every bad storage and name.
