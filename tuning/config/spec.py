@@ -249,6 +249,25 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _apply_set(raw: dict[str, Any], item: str) -> dict[str, Any]:
+    """One `--set`: `space.levels.high=9` changes that bound of the space in hand, `space={...}` (the
+    section itself) replaces the whole space, like a spec file's `space:` does."""
+    nested = parse_set([item])
+    section, _, inside = item.partition("=")[0].strip().partition(".")
+    if section in ("space", "baseline") and inside and isinstance(raw.get(section), dict):
+        return {**raw, section: _patched(raw[section], nested[section])}
+    return _merge(raw, nested, "--set")
+
+
+def _patched(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `patch` merged in, new keys allowed (a new parameter); _validate checks the result."""
+    out = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _patched(out[key], value) if both else copy.deepcopy(value)
+    return out
+
+
 def _nest(dotted: str, value: Any, into: dict[str, Any] | None = None, item: str = "") -> dict[str, Any]:
     """Place `value` at `a.b.c` inside `into` (a new dict by default)."""
     out = {} if into is None else into
@@ -363,7 +382,8 @@ def load_spec(
     if path is not None:
         source = str(path)
         raw = _merge(raw, read_spec_file(Path(path)), source)
-    raw = _merge(raw, parse_set(overrides), "--set")
+    for item in overrides:
+        raw = _apply_set(raw, item)
     for dotted, value in (flags or {}).items():
         if value is not None:
             raw = _merge(raw, _nest(dotted, value), f"flag for {dotted}")

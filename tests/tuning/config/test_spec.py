@@ -97,3 +97,15 @@ def test_a_binary_file_passed_as_the_spec_is_one_line(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\xeb\xfb\xff binary")
     with pytest.raises(SpecError, match="not a text"):
         load_spec(path)
+
+
+def test_a_dotted_set_changes_one_bound_of_the_space_and_a_section_set_replaces_it() -> None:
+    whole = load_spec(REPO / "studies/unet.yaml")
+    narrowed = load_spec(REPO / "studies/unet.yaml", ["space.levels.low=3", "baseline.levels=3"])
+    assert narrowed.raw["space"]["levels"] == {**whole.raw["space"]["levels"], "low": 3}
+    assert list(narrowed.space.params) == list(whole.space.params)  # the rest of the space is kept
+    assert narrowed.baseline["levels"] == 3 and narrowed.baseline["kernel"] == whole.baseline["kernel"]
+    only = load_spec(REPO / "studies/unet.yaml", ["space={kernel: {type: categorical, choices: [3, 5]}}"])
+    assert list(only.space.params) == ["kernel"]
+    with pytest.raises(SpecError, match="must be between 1 and 5"):
+        load_spec(REPO / "studies/unet.yaml", ["space.levels.high=9"])
