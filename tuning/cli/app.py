@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     """The `tune` command. A usage error is one line (not a boxed panel) and exits 2, as all bad input."""
     import sys
 
+    from marstune.tuning.errors import redact, remember_secrets
+
+    for arg in sys.argv[1:] if argv is None else argv:  # a URL anywhere on the line: its password
+        if "://" in arg or "password" in arg.lower():  # is masked even in a usage error quoting it
+            remember_secrets(arg.partition("=")[2] if arg.startswith("--") else arg)
     try:
         code = app(args=argv, prog_name="tune", standalone_mode=False)
     except typer.Abort:
@@ -76,6 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         where = f"; see `{ctx.command_path} -h`" if ctx is not None else ""
         message = " ".join(exc.format_message().split()).rstrip(".")  # one line, however it was wrapped
-        print(f"Error: {message}{where}", file=sys.stderr)
+        print(f"Error: {redact(message)}{where}", file=sys.stderr)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

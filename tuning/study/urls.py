@@ -72,6 +72,11 @@ def check_url(url: str) -> None:
             f"storage URL {shown!r} is malformed (host, port or brackets); "
             "e.g. postgresql+psycopg://tune@head:5432/tune"
         ) from None
+    if "@" in (parsed.host or ""):  # the driver reads the password up to the first @: the rest is "host"
+        raise StorageError(
+            f"storage URL {shown!r} has an @ in its password; write each @ of a password as %40 "
+            "(p@ss becomes p%40ss)"
+        )
     if scheme.startswith("postgresql") and not (parsed.host or "host" in parsed.query):
         raise StorageError(f"storage URL {shown!r} names no host; e.g. postgresql+psycopg://tune@head/tune")
 
