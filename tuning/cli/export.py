@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from marstune.tuning.config.spec import Spec
 
 from marstune.tuning.cli.options import (
     INTERRUPTED_READ,
@@ -75,6 +78,7 @@ def export_best(
     path = out or Path("studies") / f"{name}.best.yaml"
     inputs = [sqlite_path(url)]
     if out is not None:
+        inputs += _study_inputs(url, name)
         check_output(path, inputs=inputs)  # before reading: a wrong --out is told first
     model_path = path.with_suffix(".keras")
     if out is not None:
@@ -140,10 +144,21 @@ def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:
             )
 
 
-def _study_epochs(url: str, study: str) -> int:
+def _study_spec(url: str, study: str) -> Spec:
     from marstune.tuning.config.spec import spec_from_stored
     from marstune.tuning.study import tables
 
     with tables.reading(url) as conn:
         raw = tables.study_spec_raw(conn, tables.study_id(conn, study))
-    return spec_from_stored(raw or {}).train.epochs
+    return spec_from_stored(raw or {})
+
+
+def _study_epochs(url: str, study: str) -> int:
+    return _study_spec(url, study).train.epochs
+
+
+def _study_inputs(url: str, study: str) -> list[Path | None]:
+    """The files the study reads: its data, and the curves a replay study plays."""
+    spec = _study_spec(url, study)
+    surrogate = spec.objective.surrogate if spec.objective.kind == "replay" else None
+    return [Path(p) if p else None for p in (spec.data.path, surrogate)]

@@ -238,6 +238,10 @@ def data_info(spec: Spec) -> DataInfo:
     """Validate and describe the data up front; say loudly when it is the synthetic stand-in."""
     from marstune.tuning.study.lifecycle import DataInfo
 
+    if spec.objective.kind == "replay":
+        from marstune.tuning.search.objective import check_replay
+
+        check_replay(spec)  # before the study exists: a bad surrogate or space writes nothing
     if spec.objective.kind != "unet":
         return DataInfo(source=f"none ({spec.objective.kind} objective)", fingerprint="none")
     from marstune.tuning.train.data import prepare_data

@@ -387,6 +387,9 @@ def load_spec(
     for dotted, value in (flags or {}).items():
         if value is not None:
             raw = _merge(raw, _nest(dotted, value), f"flag for {dotted}")
+    if raw["objective"].get("kind") == "replay" and isinstance(raw["objective"].get("surrogate"), str):
+        # Resolved here, once: Ray trials, workers and `export-best --recheck` run in other folders.
+        raw["objective"]["surrogate"] = str(Path(raw["objective"]["surrogate"]).absolute())
     return _validate(raw, source)
 
 

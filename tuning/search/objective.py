@@ -100,13 +100,17 @@ def _surrogate(path: str) -> Replay:
             f"objective.surrogate: no file {path}; run `python -m bench surrogate` in the repository "
             "or point objective.surrogate at a fitted surrogate's JSON"
         ) from None
-    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        raise TuneError(f"objective.surrogate: {path} is not a replay surrogate ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # a folder, not JSON, ...
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+        raise TuneError(f"objective.surrogate: {path} is not a replay surrogate ({reason})") from None
 
 
-def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
-    """Replay the recorded learning curves: the epochs a trained trial would have reported, each
-    charged the CPU seconds it took when recorded (attribute `compute_seconds`), in microseconds."""
+def check_replay(spec: Spec) -> Replay:
+    """The surrogate of a replay spec, once everything the spec asks of it was checked: its file, the
+    epochs, and every bound of the space (a value the curves never saw would be an extrapolation).
+    `tune run` calls it before the study exists, so a bad spec writes nothing."""
+    from marstune.tuning.search.replay import encode
+
     replay = _surrogate(spec.objective.surrogate)
     if spec.train.epochs > replay.epochs:
         raise TuneError(
@@ -120,12 +124,24 @@ def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
             f"the space searches {unknown}, which the curves in {spec.objective.surrogate} were not "
             f"recorded over; a replayed space may search only {recorded}"
         )
+    base = {name: spec.baseline.get(name) for name in recorded}
+    for name, param in [("baseline", None), *spec.space.params.items()]:
+        for value in param.extremes() if param is not None else [None]:
+            try:
+                encode(replay.features, base if param is None else {**base, name: value})
+            except ValueError as exc:
+                raise TuneError(f"{'space.' + name if param else 'baseline'}: {exc}") from None
+    return replay
+
+
+def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    """Replay the recorded learning curves: the epochs a trained trial would have reported, each
+    charged the CPU seconds it took when recorded (attribute `compute_seconds`); it takes microseconds."""
+    replay = check_replay(spec)
     # Fixed settings outside the recording (the loss keys a configuration carries) are not replayed.
-    params = {name: config[name] for name in recorded if name in config}
-    try:  # a retrained configuration draws a fresh run, as training it again would
-        curve = replay.curve(params, seed=spec.train.seed * 100_003 + ctx.number)
-    except ValueError as exc:
-        raise TuneError(f"{exc}; the replay answers only for the space its curves were recorded on") from None
+    params = {f["param"]: config[f["param"]] for f in replay.features if f["param"] in config}
+    # A retrained configuration draws a fresh run, as training it again would.
+    curve = replay.curve(params, seed=spec.train.seed * 100_003 + ctx.number)
     best, flat, log = -math.inf, 0, []
     for epoch, (value, seconds) in enumerate(curve[: spec.train.epochs]):
         log.append({"val_miou": round(value, 5), "cpu_seconds": round(seconds, 3)})

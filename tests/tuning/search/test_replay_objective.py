@@ -74,3 +74,33 @@ def test_a_file_that_is_not_a_surrogate_is_refused(tmp_path: Path) -> None:
     spec = _spec(f"objective.surrogate={bad}")
     with pytest.raises(TuneError, match="is not a replay surrogate"):
         evaluate(spec.config_for(CONFIG), spec, TrialContext(0, lambda e, v: False))
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["space.dropout.high=0.9"], "space.dropout: replay: dropout=0.9 is outside the recorded range"),
+        (["space.base_filters.choices=[8, 16, 64]"], "space.base_filters: replay: base_filters=64"),
+        (["train.epochs=13"], "set train.epochs <= 12"),
+        (["objective.surrogate=."], "is not a replay surrogate"),
+    ],
+)
+def test_tune_run_refuses_what_the_curves_cannot_answer_before_the_study_exists(
+    sets: list[str], message: str, tmp_path: Path
+) -> None:
+    from tests.conftest import run_tune
+
+    args = ["--spec", str(REPO / "bench/curves/spec.yaml"), "--set", "objective.kind=replay"]
+    args += ["--set", f"objective.surrogate={SURROGATE}"] + [a for s in sets for a in ("--set", s)]
+    result = run_tune("run", "--storage", "sqlite:///s.db", "--trials", "3", *args, cwd=tmp_path)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr[-1500:]
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_relative_surrogate_is_resolved_once_where_the_spec_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPO)
+    spec = _spec("objective.surrogate=bench/curves/surrogate.json")
+    assert spec.objective.surrogate == str(SURROGATE)
