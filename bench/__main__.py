@@ -39,6 +39,26 @@ TARGETS = {
 }
 
 
+def _command(name: str, argv: list[str]) -> int:
+    """A learning-curve command; a bad file it was given is one line, not a traceback."""
+    import json
+    import sqlite3
+
+    try:
+        return int(importlib.import_module(COMMANDS[name]).main(argv))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, sqlite3.Error) as exc:
+        from marstune.tuning.errors import redact
+
+        if isinstance(exc, json.JSONDecodeError):
+            reason = f"not a JSON file ({exc.msg})"
+        elif isinstance(exc, OSError):
+            reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"error: python -m bench {name}: {redact(reason)}; check the files given", file=sys.stderr)
+        return 2
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -64,7 +84,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
-        return int(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]))
+        return _command(argv[0], argv[1:])
     args = _parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     say(f"tune benchmarks{' (--quick: smoke-test sizes, not the figures)' if args.quick else ''}")

@@ -6,6 +6,7 @@ measured side by side, so a busy machine slows both sides alike.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import os
@@ -155,3 +156,21 @@ def proc_memory_mb(pid: int | str = "self") -> dict[str, float]:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(rest.split()[0]) / 1024
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def refuse_same_file(out: Path, flag: str, *inputs: tuple[Path, str]) -> None:
+    """A benchmark command never writes over its own input."""
+    for path, name in inputs:
+        if out.absolute() == path.absolute() or (out.exists() and path.exists() and out.samefile(path)):
+            raise SystemExit(f"error: {flag} {out} is also the {name}; write the output elsewhere")

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import socket
 import sqlite3
 import statistics
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO
+from bench._common import REPO, refuse_same_file
 
 DB = REPO / "bench" / "curves" / "record.db"
 OUT = REPO / "bench" / "curves" / "unet-synthetic.json"
@@ -36,7 +37,9 @@ ROW_KEYS = ("val_miou", "per_class_iou", "seconds", "cpu_seconds", "train_second
 
 def connect_readonly(db: Path) -> sqlite3.Connection:
     """A read-only connection: `mode=ro` never creates, migrates or checkpoints the recording's file."""
-    if not db.exists():
+    if re.match(r"^[a-z][\w+.-]*:/", str(db)):  # a URL (argparse's Path made its // one /)
+        raise SystemExit("error: --db takes the path of the recording's SQLite file, not a URL")
+    if not db.is_file():
         raise SystemExit(f"error: no recording at {db}; run `python -m bench record` or pass --db PATH")
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
@@ -272,12 +275,36 @@ def export(db: Path, out: Path, study: str = STUDY) -> dict[str, Any]:
     return doc
 
 
+def _refuse_other_recording(out: Path, db: Path, study: str, force: bool) -> None:
+    """The kept curves file is replaced only by a later export of the same recording (same spec and
+    data, at least as many configurations): never by another study's curves, by mistake."""
+    if force or not out.is_file():
+        return
+    kept = json.loads(out.read_text())
+    new = read_recording(db, study)
+    spec = new["study_attrs"].get("spec") or {}
+    old_recipe = kept.get("recipe", {})
+    same = (
+        (old_recipe.get("spec") or {}).get("space") == spec.get("space")
+        and old_recipe.get("data", {}).get("fingerprint") == new["study_attrs"].get("data_fingerprint")
+        and len(new["configs"]) >= len(kept.get("configs", []))
+    )
+    if not same:
+        raise SystemExit(
+            f"error: {out} holds {len(kept.get('configs', []))} curves of another recording (space, data or "
+            f"more configurations than {db} has: {len(new['configs'])}); pass another --out, or --force"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench curves", description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=DB, help=f"the recording (default {DB})")
     parser.add_argument("--out", type=Path, default=OUT, help=f"the curves file (default {OUT})")
     parser.add_argument("--study", default=STUDY, help="the study name in the database")
+    parser.add_argument("--force", action="store_true", help="replace a curves file of another recording")
     args = parser.parse_args(argv)
+    refuse_same_file(args.out, "--out", (args.db, "recording (--db)"))
+    _refuse_other_recording(args.out, args.db, args.study, args.force)
     doc = export(args.db, args.out, args.study)
     design = doc["recipe"]["design"]
     print(

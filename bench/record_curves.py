@@ -25,7 +25,7 @@ import subprocess
 import sys
 from typing import Any
 
-from bench._common import REPO
+from bench._common import REPO, positive_int
 
 SPEC = REPO / "bench" / "curves" / "spec.yaml"
 DB = REPO / "bench" / "curves" / "record.db"
@@ -154,8 +154,12 @@ def _completed() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench record", description=__doc__.splitlines()[0])
-    parser.add_argument("--chunk", type=int, default=0, help="stop after this many more configurations")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument(
+        "--chunk",
+        type=positive_int,
+        help="stop after this many more configurations (default: the whole design)",
+    )
+    parser.add_argument("--workers", type=positive_int, default=2, help="worker processes (1 thread each)")
     args = parser.parse_args(argv)
     points = design()
     tune = [sys.executable, "-m", "marstune.tuning"]

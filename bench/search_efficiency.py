@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO, Outcome, make_spec, say, section, sqlite_url, workdir
+from bench._common import REPO, Outcome, make_spec, positive_int, say, section, sqlite_url, workdir
 
 SURROGATE = REPO / "bench" / "curves" / "surrogate.json"
 CURVES = REPO / "bench" / "curves" / "unet-synthetic.json"
@@ -329,7 +329,7 @@ def run(
                 f"{after:.4f} with it; better in {better} of {len(pairs)} seeds, worse in {worse}"
             )
     curves = anytime(results, true_score)
-    if not quick:
+    if len(seed_list) >= SEEDS and trials >= TRIALS:  # the README's figure only from a full-size run
         anytime_png(curves, target, FIGURE)
         say(f"anytime figure: {FIGURE.relative_to(REPO)}")
     ours = next(m.label for m in chosen if m.ours)
@@ -385,10 +385,16 @@ def _table(results: dict[str, list[Run]], target: float, trials: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per method (default {SEEDS})")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=SEEDS, help=f"seeds per method (default {SEEDS})"
+    )
     parser.add_argument("--only", default="", help="run only methods whose label contains this (and ours)")
-    parser.add_argument("--trials", type=int, default=TRIALS, help=f"trials a study (default {TRIALS})")
-    parser.add_argument("--jobs", type=int, default=2, help="studies at once (default 2: one a core)")
+    parser.add_argument(
+        "--trials", type=positive_int, default=TRIALS, help=f"trials a study (default {TRIALS})"
+    )
+    parser.add_argument(
+        "--jobs", type=positive_int, default=2, help="studies at once (default 2: one a core)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes, not the figures")
     args = parser.parse_args(argv)
     only = (lambda m: args.only.lower() in m.label.lower()) if args.only else None

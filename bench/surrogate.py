@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import ks_2samp, spearmanr
 
 from bench import ranking
-from bench._common import REPO
+from bench._common import REPO, refuse_same_file
 from bench.curves_data import CURVES, Curves, load_curves
 from bench.curves_export import dump_json
 from bench.ranking import rho_rows
@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=EXPORTABLE, help="export this model, whatever validation says")
     parser.add_argument("--plot", type=Path, help="also draw recorded vs replayed curves to this PNG")
     args = parser.parse_args(argv)
+    refuse_same_file(args.out, "--out", (args.curves, "curves file (--curves)"))
+    if args.plot is not None:
+        refuse_same_file(args.plot, "--plot", (args.curves, "curves file (--curves)"), (args.out, "--out"))
+    if args.folds == 1 or args.folds < 0:
+        parser.error("--folds must be 0 (leave one out) or >= 2")
     curves = load_curves(args.curves)
     k = curves.n if args.folds <= 0 else min(args.folds, curves.n)
     print(f"curves: {args.curves} -- {curves.n} whole curves of {curves.epochs} epochs "

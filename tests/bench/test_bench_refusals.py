@@ -1,0 +1,50 @@
+"""The learning-curve commands refuse bad input in one line, never write over their own input, and
+never echo a password."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CURVES = REPO / "bench/curves/unet-synthetic.json"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["curves", "--db", "{curves}", "--out", "{curves}"], "is also the recording"),
+        (["curves", "--db", "postgresql+psycopg://u:Bc1secret@127.0.0.1/x"], "not a URL"),
+        (["curves", "--db", "{notes}", "--out", "{tmp}/out.json"], "file is not a database"),
+        (["surrogate", "--curves", "{curves}", "--out", "{curves}"], "is also the curves file"),
+        (["surrogate", "--curves", "{notes}", "--out", "{tmp}/s.json"], "not a JSON file"),
+        (["surrogate", "--curves", "{curves}", "--folds", "1"], "--folds must be 0"),
+        (["record", "--chunk", "0"], "must be >= 1"),
+        (["search", "--seeds", "0"], "must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_is_written(args: list[str], needle: str, tmp_path: Path) -> None:
+    curves, notes = tmp_path / "curves.json", tmp_path / "notes.txt"
+    shutil.copy(CURVES, curves)
+    notes.write_text("not data\n")
+    before = {p.name: _digest(p) for p in tmp_path.iterdir()}
+    argv = [a.format(curves=curves, notes=notes, tmp=tmp_path) for a in args]
+    if argv[0] == "search":  # a target of `python -m bench`, with its own flags when run as a module
+        command = [sys.executable, "-m", "bench.search_efficiency", *argv[1:]]
+    else:
+        command = [sys.executable, "-m", "bench", *argv]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert result.returncode != 0 and len(lines) == 1 and needle in lines[0], result.stderr[-1500:]
+    assert "Traceback" not in result.stderr and "Bc1secret" not in result.stdout + result.stderr
+    assert {p.name: _digest(p) for p in tmp_path.iterdir()} == before
