@@ -39,6 +39,9 @@ if importlib.util.find_spec("ray") is None:  # load_engine turns this into the p
 
 TRAINABLE = "marstune.tuning.search.engines.ray_trainable"
 DONE_FILE = "tune-finished"  # written into a Ray run's directory when it ended without interruption
+# Written into a Ray run's directory when it starts: whose run it is (storage and study), so that a run of
+# the same study name in another database never resumes it.
+OWNER_FILE = "tune-owner"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -230,7 +233,7 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
             done=_finished(study),
         )
         rt.DRIVERS[spec.study] = driver
-        _run_until_target(driver, study, target)
+        _run_until_target(driver, study, target, _owner(storage_url, driver.study_id))
     finally:
         _shutdown(temp_dir)
         if "marstune.tuning.search.engines.ray_trainable" in sys.modules:
@@ -258,7 +261,25 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _run_until_target(driver: Driver, study: optuna.Study, target: int) -> None:
+def _owner(storage_url: str, study_id: int) -> str:
+    """A digest of the storage (an SQLite file by its absolute path; no password) and the study's id."""
+    import hashlib
+
+    from marstune.tuning.study.urls import display_url, sqlite_path
+
+    path = sqlite_path(storage_url)
+    where = str(path.absolute()) if path is not None else display_url(storage_url)
+    return hashlib.sha256(f"{where}#{study_id}".encode()).hexdigest()[:16]
+
+
+def _ours(run: Path, owner: str) -> bool:
+    try:
+        return (run / OWNER_FILE).read_text().strip() == owner
+    except OSError:
+        return False
+
+
+def _run_until_target(driver: Driver, study: optuna.Study, target: int, owner: str) -> None:
     """Resume the last Ray run if it was interrupted, then start new runs for what is still missing."""
     from ray import tune
 
@@ -266,9 +287,11 @@ def _run_until_target(driver: Driver, study: optuna.Study, target: int) -> None:
     root = (Path("studies") / spec.study / "ray").resolve()
     root.mkdir(parents=True, exist_ok=True)
     runs = sorted((p for p in root.glob("run-*") if p.name[4:].isdigit()), key=lambda p: int(p.name[4:]))
-    if runs and not (runs[-1] / DONE_FILE).exists() and tune.Tuner.can_restore(str(runs[-1])):
-        print(f"resuming the interrupted Ray run {runs[-1]}", file=sys.stderr, flush=True)
-        _fit(driver, runs[-1], restore=True)
+    mine = [run for run in runs if _ours(run, owner)]  # another database's study of this name has its own
+    last = mine[-1] if mine else None
+    if last is not None and not (last / DONE_FILE).exists() and tune.Tuner.can_restore(str(last)):
+        print(f"resuming the interrupted Ray run {last}", file=sys.stderr, flush=True)
+        _fit(driver, last, restore=True)
         if driver.stop_reason:
             from marstune.tuning.errors import TooManyFailures
 
@@ -279,6 +302,8 @@ def _run_until_target(driver: Driver, study: optuna.Study, target: int) -> None:
             break
         k += 1
         ran, driver.finished_this_run = driver.ran, 0
+        (root / f"run-{k}").mkdir()  # a new number: never another storage's run
+        (root / f"run-{k}" / OWNER_FILE).write_text(owner + "\n")
         _fit(driver, root / f"run-{k}", restore=False, samples=missing)
         if driver.stop_reason:
             from marstune.tuning.errors import TooManyFailures

@@ -231,6 +231,13 @@ def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None
     run_dir = tmp_path / "studies" / "unet-mars" / "ray" / "run-1"
     assert (run_dir / "tuner.pkl").exists() and not (run_dir / "tune-finished").exists()
 
+    # The same study name in another database starts a run of its own and leaves this one resumable.
+    other = [a if a != url else f"sqlite:///{tmp_path / 'other.db'}" for a in args]
+    other[other.index("6")] = "2"
+    elsewhere = run_tune(*other, cwd=tmp_path, env=cluster.env)
+    assert elsewhere.returncode == 0 and "resuming" not in elsewhere.stderr, elsewhere.stderr[-3000:]
+    assert (tmp_path / "studies" / "unet-mars" / "ray" / "run-2" / "tune-finished").exists()
+
     again = run_tune(*args, cwd=tmp_path, env=cluster.env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming the interrupted Ray run {run_dir}" in again.stderr
