@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,6 +185,7 @@ def _prepare_out(
         done = Checkpoint(out, "pix2pix").state()["epoch"]
         if epochs < done:
             raise TuneError(f"--resume: {out} already trained {done} epochs; pass --epochs {done} or more")
+        _hold(out)
         return out, epochs
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = opts.out or RUNS / f"{study}-{stamp}"
@@ -192,7 +194,27 @@ def _prepare_out(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
+    _hold(out)
     return out, opts.epochs or default_epochs
+
+
+_HELD: list[int] = []  # the run folders this process holds, as open descriptors (released at exit)
+
+
+def _hold(out: Path) -> None:
+    """One run at a time in a folder: a second `tune pix2pix` with the same --out (or --resume) while
+    this one runs is refused instead of both writing into it."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TuneError(
+            f"{out} is in use by another `tune pix2pix`; wait for it, or choose another --out"
+        ) from None
+    _HELD.append(fd)
 
 
 def _finish(

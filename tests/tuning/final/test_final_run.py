@@ -348,3 +348,20 @@ def test_a_taken_out_folder_is_refused_before_the_data_is_read(exported: Path) -
     result = run_tune("pix2pix", "--config", exported.name, "--out", "taken", "--data", "absent.npz", cwd=cwd)
     _refused(result, "--out taken exists and is not an empty folder")
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+def test_a_folder_another_pix2pix_is_writing_is_refused(exported: Path) -> None:
+    import fcntl
+    import os
+
+    cwd = exported.parent
+    busy = cwd / "busy"
+    busy.mkdir(exist_ok=True)  # empty: it passes every other check, as it did for both of two terminals
+    fd = os.open(busy, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a running `tune pix2pix --out busy` holds
+    try:
+        result = run_tune("pix2pix", "--config", exported.name, "--out", "busy", "--max-items", "24", cwd=cwd)
+    finally:
+        os.close(fd)
+    _refused(result, "busy is in use by another `tune pix2pix`")
+    assert list(busy.iterdir()) == []
