@@ -108,7 +108,10 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                     stops.check()
                     c = lifecycle.counts(study)
                     # another `tune run --trials N` on the study may have changed its target meanwhile
-                    target = goal.target = progress.target = lifecycle.target_of(study)
+                    now = lifecycle.target_of(study)
+                    if now != goal.target:
+                        progress.note(f"study {spec.study}: another run changed the target to {now} trials")
+                    target = goal.target = progress.target = now
                     action = next_action(c, target, grid)
                     if action == "stop":
                         break

@@ -73,7 +73,7 @@ def test_pruner_prunes_below_median(storage_url: str) -> None:
     assert all(len(t.intermediate_values) < 4 for t in pruned)
 
 
-def test_a_target_lowered_by_another_run_stops_this_one(tmp_path) -> None:
+def test_a_target_lowered_by_another_run_stops_this_one(tmp_path, capfd) -> None:
     # Terminal 1: `tune run --trials 10`; terminal 2, meanwhile: `tune run --trials 3` on the same study.
     import threading
     import time
@@ -103,6 +103,7 @@ def test_a_target_lowered_by_another_run_stops_this_one(tmp_path) -> None:
         done.set()
         other.join()
     assert summary.finished <= 4 and summary.target == 3, summary
+    assert "another run changed the target to 3 trials" in capfd.readouterr().err  # why it stopped early
 
 
 @pytest.mark.parametrize("name", ["gp", "tpe"])
