@@ -164,6 +164,9 @@ def check_new_out(out: Path) -> None:
     when the folder is made."""
     if (out / "run.json").exists():
         raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise TuneError(f"--out {out}: {above} is a file, not a folder; choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
 

@@ -43,7 +43,7 @@ class StudyData:
     sampler: str
     engine: str
     pruner: str
-    kind: str  # the objective: unet or analytic
+    kind: str  # the objective: unet, analytic or replay
     fingerprint: str
     source: str
     spec: dict[str, Any]
@@ -272,6 +272,9 @@ def per_class(study: StudyData) -> tuple[dict[str, float | None] | None, str]:
         return None, "no complete trial yet"
     values = best.attrs.get("per_class_iou")
     if not isinstance(values, dict):
-        why = "the analytic objective does not segment" if study.kind == "analytic" else "not recorded"
+        why = {
+            "analytic": "the analytic objective does not segment",
+            "replay": "the replayed curves hold the mean IoU only",
+        }.get(study.kind, "not recorded")
         return None, f"trial {best.number} has no per-class IoU ({why})"
     return {name: values.get(name) for name in CLASS_NAMES}, ""

@@ -347,6 +347,9 @@ def test_a_taken_out_folder_is_refused_before_the_data_is_read(exported: Path) -
     # --data names a file that does not exist: the --out line comes first, and nothing is touched.
     result = run_tune("pix2pix", "--config", exported.name, "--out", "taken", "--data", "absent.npz", cwd=cwd)
     _refused(result, "--out taken exists and is not an empty folder")
+    under_a_file = ("--out", "taken/notes.txt/run", "--data", "absent.npz")
+    refused = run_tune("pix2pix", "--config", exported.name, *under_a_file, cwd=cwd)
+    _refused(refused, "is a file, not a folder")
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
 
 
