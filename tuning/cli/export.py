@@ -95,7 +95,7 @@ def export_best(
             from marstune.tuning.search.recheck import recheck as run_recheck
             from marstune.tuning.search.recheck import summary
 
-            epochs = recheck_epochs or RECHECK_FACTOR * _study_epochs(url, name)
+            epochs = _recheck_epochs(url, name, recheck_epochs)
             stderr(f"re-checking the {recheck} best configurations of {name} at {epochs} epochs each")
             done = run_recheck(url, name, recheck, epochs, Path(scratch), threads=threads)
             for c in done:
@@ -153,8 +153,21 @@ def _study_spec(url: str, study: str) -> Spec:
     return spec_from_stored(raw or {})
 
 
-def _study_epochs(url: str, study: str) -> int:
-    return _study_spec(url, study).train.epochs
+def _recheck_epochs(url: str, study: str, asked: int | None) -> int:
+    from marstune.tuning.errors import UsageError
+
+    """--recheck-epochs, or RECHECK_FACTOR x the study's epochs; a replay study has only the recorded."""
+    spec = _study_spec(url, study)
+    if spec.objective.kind != "replay":
+        return asked or RECHECK_FACTOR * spec.train.epochs
+    from marstune.tuning.search.objective import check_replay
+
+    recorded = check_replay(spec).epochs
+    if asked is not None and asked > recorded:
+        raise UsageError(
+            f"--recheck-epochs {asked}: the replayed curves hold {recorded} epochs; pass at most that"
+        )
+    return asked or min(RECHECK_FACTOR * spec.train.epochs, recorded)
 
 
 def _study_inputs(url: str, study: str) -> list[Path | None]:
