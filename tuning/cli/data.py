@@ -78,6 +78,8 @@ def synth(
     from marstune.tuning.outputs import check_output, replace_atomically
 
     check_output(out)
+    if out.suffix != ".npz":  # numpy would append .npz to another name, or an existing file would change kind
+        raise TuneError(f"--out {out}: the data is written as an .npz; give a name ending in .npz")
     try:
         result = generate(n_train, n_test, seed)
     except MemoryError:

@@ -102,6 +102,7 @@ CASES: list[tuple[str, ...]] = [
     ("data", "clean", "--data", "d.npz", "--out", "study.db"),
     ("data", "synth", "--out", "study.db"),
     ("data", "synth", "--out", "adir"),
+    ("data", "synth", "--out", "notes.txt"),  # not an .npz name: an existing file would change kind
     ("data", "synth", "--out", "missing/folder/s.npz"),
     ("data", "synth", "--out", "s.npz", "--n-train", "0"),
     ("data", "synth", "--out", "s.npz", "--n-train", "99999999999"),
