@@ -359,14 +359,21 @@ def check_buildable(space: Space, baseline: Mapping[str, Any], where: str) -> No
     unknown activation): every extreme of each model parameter is tried on the baseline, without Keras."""
     from marstune.models.unet import ModelConfigError, validate_config
 
+    # Each parameter on the default baseline (a valid model), so a message names the range at fault;
+    # then the spec's own baseline.
+    fallback = {k: v for k, v in DEFAULTS["baseline"].items() if k in MODEL_KEYS}
     for name, param in space.params.items():
         if name not in MODEL_KEYS:
             continue
         for value in param.extremes():
             try:
-                validate_config({**baseline, name: value})
+                validate_config({**fallback, name: value})
             except ModelConfigError as exc:
                 raise SpecError(f"{exc} ({where}.{name}); narrow the range") from None
+    try:
+        validate_config({**fallback, **{k: v for k, v in baseline.items() if k in MODEL_KEYS}})
+    except ModelConfigError as exc:
+        raise SpecError(f"{exc} (baseline); choose a baseline the U-Net can build") from None
 
 
 def load_spec(
