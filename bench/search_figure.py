@@ -59,9 +59,11 @@ def anytime_png(curves: Anytime, target: float, out: Path) -> None:
 
     grid = curves.hours
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for label, (low, median, high) in curves.quartiles.items():
-        ax.plot(grid, median, label=label, lw=2.2 if "default" in label else 1.2)
-        ax.fill_between(grid, low, high, alpha=0.08)
+    colours = plt.get_cmap("tab20").colors  # 12 methods: tab10 would give two methods one colour
+    for k, (label, (low, median, high)) in enumerate(curves.quartiles.items()):
+        colour = colours[(2 * k) % 20 + (2 * k) // 20]
+        ax.plot(grid, median, label=label, color=colour, lw=2.2 if "default" in label else 1.2)
+        ax.fill_between(grid, low, high, color=colour, alpha=0.08)
     ax.axhline(target, color="black", ls="--", lw=1, label=f"fixed target {target:.3f}")
     ax.set(xscale="log", xlabel="compute charged (CPU-hours of the recorded epochs)")
     ax.set(ylabel="true last-epoch val mIoU of what export-best would export")
