@@ -63,9 +63,13 @@ app.add_typer(importlib.import_module("marstune.tuning.cli.data").group, name="d
 
 def main(argv: list[str] | None = None) -> None:
     """The `tune` command. A usage error is one line (not a boxed panel) and exits 2, as all bad input."""
+    import signal
     import sys
 
     from marstune.tuning.errors import redact, remember_secrets
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job (nohup, cmd &):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # kill -INT still stops it, exit 130
 
     for arg in sys.argv[1:] if argv is None else argv:  # a URL anywhere on the line: its password
         if "://" in arg or "password" in arg.lower():  # is masked even in a usage error quoting it
