@@ -154,9 +154,9 @@ def _study_spec(url: str, study: str) -> Spec:
 
 
 def _recheck_epochs(url: str, study: str, asked: int | None) -> int:
+    """--recheck-epochs, or RECHECK_FACTOR x the study's epochs; a replay study has only the recorded."""
     from marstune.tuning.errors import UsageError
 
-    """--recheck-epochs, or RECHECK_FACTOR x the study's epochs; a replay study has only the recorded."""
     spec = _study_spec(url, study)
     if spec.objective.kind != "replay":
         return asked or RECHECK_FACTOR * spec.train.epochs

@@ -11,7 +11,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,20 +73,30 @@ def _analytic(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
         target += 2 * noise * cell_rng.gauss(0.0, 1.0)
         tau = 1.5 + 0.2 * (config["levels"] - 2) + 0.1 * math.log2(config["base_filters"] / 8)
         tau += 0.5 * cell_rng.random()
+
+    def values() -> Iterator[float]:
+        for epoch in range(spec.train.epochs):
+            if spec.objective.sleep:
+                time.sleep(spec.objective.sleep)
+            value = target * (1 - math.exp(-(epoch + 1) / tau))
+            yield min(1.0, max(0.0, value + epoch_rng.gauss(0.0, noise))) if noise else value
+
+    best, epochs = _epochs(values(), spec, ctx)
+    ctx.attrs.update({"epochs_run": epochs, "device": "none (analytic)"})
+    return best
+
+
+def _epochs(values: Iterable[float], spec: Spec, ctx: TrialContext) -> tuple[float, int]:
+    """Report each epoch's value as training would: pruning and early stopping included.
+    Returns the best value and the epochs run."""
     best, flat, epoch = -math.inf, 0, -1
-    for epoch in range(spec.train.epochs):  # after the loop, epoch + 1 = epochs run (patience may stop it)
-        if spec.objective.sleep:
-            time.sleep(spec.objective.sleep)
-        value = target * (1 - math.exp(-(epoch + 1) / tau))
-        if noise:
-            value = min(1.0, max(0.0, value + epoch_rng.gauss(0.0, noise)))
+    for epoch, value in enumerate(values):
         best, flat = (value, 0) if value > best else (best, flat + 1)
         if ctx.report(epoch, value):
             raise Pruned(f"pruned at epoch {epoch + 1}")
         if spec.train.patience and flat >= spec.train.patience:
             break  # early stopping, as the U-Net objective does
-    ctx.attrs.update({"epochs_run": epoch + 1, "device": "none (analytic)"})
-    return best
+    return best, epoch + 1
 
 
 @functools.cache
@@ -125,12 +135,16 @@ def check_replay(spec: Spec) -> Replay:
             f"recorded over; a replayed space may search only {recorded}"
         )
     base = {name: spec.baseline.get(name) for name in recorded}
-    for name, param in [("baseline", None), *spec.space.params.items()]:
-        for value in param.extremes() if param is not None else [None]:
+    try:
+        encode(replay.features, base)
+    except ValueError as exc:
+        raise TuneError(f"baseline: {exc}") from None
+    for name, param in spec.space.params.items():
+        for value in param.extremes():
             try:
-                encode(replay.features, base if param is None else {**base, name: value})
+                encode(replay.features, {**base, name: value})
             except ValueError as exc:
-                raise TuneError(f"{'space.' + name if param else 'baseline'}: {exc}") from None
+                raise TuneError(f"space.{name}: {exc}") from None
     return replay
 
 
@@ -142,17 +156,18 @@ def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     params = {f["param"]: config[f["param"]] for f in replay.features if f["param"] in config}
     # A retrained configuration draws a fresh run, as training it again would.
     curve = replay.curve(params, seed=spec.train.seed * 100_003 + ctx.number)
-    best, flat, log = -math.inf, 0, []
-    for epoch, (value, seconds) in enumerate(curve[: spec.train.epochs]):
-        log.append({"val_miou": round(value, 5), "cpu_seconds": round(seconds, 3)})
-        ctx.attrs.update(
-            {"epochs_run": epoch + 1, "compute_seconds": round(sum(r["cpu_seconds"] for r in log), 3)}
-        )
-        best, flat = (value, 0) if value > best else (best, flat + 1)
-        if ctx.report(epoch, value):
-            raise Pruned(f"pruned at epoch {epoch + 1}")
-        if spec.train.patience and flat >= spec.train.patience:
-            break  # early stopping, as the U-Net objective does
+    log: list[dict[str, float]] = []
+
+    def values() -> Iterator[float]:
+        for value, seconds in curve[: spec.train.epochs]:
+            log.append({"val_miou": round(value, 5), "cpu_seconds": round(seconds, 3)})
+            # charged before the report: a pruned trial keeps what it cost
+            ctx.attrs.update(
+                {"epochs_run": len(log), "compute_seconds": round(sum(r["cpu_seconds"] for r in log), 3)}
+            )
+            yield value
+
+    best, _ = _epochs(values(), spec, ctx)
     ctx.attrs.update({"device": "none (replay)", "epoch_log": log})
     return best
 
