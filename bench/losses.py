@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO, machine_state, say
+from bench._common import REPO, machine_state, positive_int, say
 from marstune.models.settings import LOSS_NAMES
 
 SEEDS = (0, 1, 2)
@@ -101,18 +101,29 @@ def _cell(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.losses", description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=660, help="synthetic pairs (~634 after cleaning)")
-    parser.add_argument("--epochs", type=int, default=20, help="the same budget for every training")
-    parser.add_argument("--trials", type=int, default=8, help="trials of the loss search")
-    parser.add_argument("--held-out", type=int, default=200, help="held-out synthetic pairs")
+    parser.add_argument(
+        "--items", type=positive_int, default=660, help="synthetic pairs (~634 after cleaning)"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=20, help="the same budget for every training")
+    parser.add_argument("--trials", type=positive_int, default=8, help="trials of the loss search")
+    parser.add_argument("--held-out", type=positive_int, default=200, help="held-out synthetic pairs")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the search's spec and study database in DIR (new)"
+    )
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep} exists; name a new folder, so no earlier study is mixed in")
     say(f"start: {machine_state()}")
     from marstune.data.clean import remove_contamination
     from marstune.data.synthetic import synthetic_data
 
     held_out, _ = remove_contamination(synthetic_data(n_train=args.held_out, n_test=0, seed=1234))
-    with tempfile.TemporaryDirectory(prefix="bench-losses-") as tmp:
-        best = search(Path(tmp), args.items, args.epochs, args.trials)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+        best = search(args.keep.resolve(), args.items, args.epochs, args.trials)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-losses-") as tmp:
+            best = search(Path(tmp), args.items, args.epochs, args.trials)
     seed_loss = {"loss": "crossentropy"}
     rows: dict[str, list[dict[str, float]]] = {}
     for label, loss in (("seed: crossentropy", seed_loss), (f"searched: {best['loss']}", best)):

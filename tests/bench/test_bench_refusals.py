@@ -31,6 +31,8 @@ def _digest(path: Path) -> str:
         (["surrogate", "--curves", "{curves}", "--folds", "1"], "--folds must be 0"),
         (["record", "--chunk", "0"], "must be >= 1"),
         (["search", "--seeds", "0"], "must be >= 1"),
+        (["losses", "--epochs", "0"], "must be >= 1"),
+        (["losses", "--keep", "{tmp}"], "exists; name a new folder"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(args: list[str], needle: str, tmp_path: Path) -> None:
