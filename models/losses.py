@@ -50,7 +50,7 @@ __all__ = ["FOCAL_GAMMA", "LOSS_NAMES", "LOSS_PARAMETERS", "LossConfigError", "b
 def _check_gamma(gamma: float) -> float:
     is_real = isinstance(gamma, numbers.Real) and not isinstance(gamma, bool)
     if not (is_real and math.isfinite(gamma) and gamma >= 0):
-        raise LossConfigError(f"focal_gamma must be a number >= 0 (0 is cross-entropy), got {gamma!r}")
+        raise LossConfigError(f"focal_gamma must be a finite number >= 0 (0 is cross-entropy), got {gamma!r}")
     return float(gamma)
 
 

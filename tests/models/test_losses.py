@@ -229,8 +229,8 @@ def test_weights_give_the_rare_pixel_more_pull() -> None:
             r"^`loss` must be one of crossentropy, weighted_crossentropy, focal, "
             r"dice_crossentropy, got 'dice'$",
         ),  # fmt: skip
-        ({"name": "focal", "focal_gamma": -1.0}, "focal_gamma must be a number >= 0"),
-        ({"name": "focal", "focal_gamma": float("nan")}, "focal_gamma must be a number >= 0"),
+        ({"name": "focal", "focal_gamma": -1.0}, "focal_gamma must be a finite number >= 0"),
+        ({"name": "focal", "focal_gamma": float("nan")}, "focal_gamma must be a finite number >= 0"),
         ({"name": "crossentropy", "class_weights": (1.0, 0.0, 1.0)}, "class_weights must be one finite"),
         ({"name": "focal", "class_weights": (1.0, float("inf"))}, "class_weights must be one finite"),
     ],

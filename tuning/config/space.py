@@ -88,9 +88,11 @@ def _fail(where: str, message: str) -> SpecError:
 def _number(raw: Mapping[str, Any], key: str, where: str, kind: type) -> Any:
     value = raw.get(key)
     ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if not ok or isinstance(value, bool):
+    # inf and nan are floats, but no sampler can draw from an unbounded range (Optuna overflows).
+    if not ok or isinstance(value, bool) or (ok and not math.isfinite(value)):
         raise _fail(
-            f"{where}.{key}", f"`{key}` must be a{'n int' if kind is int else ' number'}, got {value!r}"
+            f"{where}.{key}",
+            f"`{key}` must be a{'n int' if kind is int else ' finite number'}, got {value!r}",
         )
     return float(value) if kind is float else value
 
@@ -137,7 +139,8 @@ def parse_param(name: str, raw: Any, where: str) -> Param:
         return Int(low, high, step, log)
     grid = raw.get("grid")
     if grid is not None:
-        if not isinstance(grid, list) or not grid or not all(isinstance(g, int | float) for g in grid):
+        numbers = all(isinstance(g, int | float) and not isinstance(g, bool) for g in grid or ())
+        if not isinstance(grid, list) or not grid or not numbers:
             raise _fail(f"{where}.grid", f"`grid` must be a non-empty list of numbers, got {grid!r}")
         outside = [g for g in grid if not low <= g <= high]
         if outside:

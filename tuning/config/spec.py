@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from marstune.models.settings import LOSS_NAMES
 from marstune.tuning.config.space import MODEL_KEYS, TUNABLE, Space, parse_space
@@ -38,15 +38,14 @@ DEFAULTS: dict[str, Any] = {
         "class_weight_exponent": {"type": "float", "low": 0.0, "high": 1.0, "grid": [0.5]},
         "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "grid": [2.0]},
     },
-    # The seed report's best with the seed's loss; enqueued first in every new study so each study is
-    # compared with it.
+    # The seed report's best; enqueued first in every new study so each study is compared with it. Its
+    # loss keys come from the `loss` section (the seed's cross-entropy unless the spec says otherwise).
     "baseline": {
         "base_filters": 16,
         "levels": 4,
         "kernel": 3,
         "dropout": 0.2,
         "activation": "relu",
-        "loss": "crossentropy",
     },
     "train": {
         "epochs": 10,  # the U-Net plateaus after ~10 epochs on the challenge set; pruning cuts bad ones
@@ -104,8 +103,21 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_NUMBERS = (int, float, int | None, float | None)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # No inf or nan in any setting: an infinite gamma or rate passes `ge=0` and fails every trial later.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`focal_gamma: true` is a slip, not 1.0 (pydantic's lax mode would take it)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in _NUMBERS:
+            raise ValueError("must be a number, not true/false")
+        return value
 
 
 class TrainSpec(_Section):
@@ -212,6 +224,31 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{at}: {problem}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags that run code) that refuses a key given twice in one mapping: by
+    default the last would silently win, so a second `loss:` section would replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"`{key}` is given twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> object:
+    """yaml.safe_load, with duplicate keys as errors: what reads every spec and exported config."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_spec_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -222,7 +259,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
             f"spec file {path} is not a text (UTF-8) YAML file; pass --spec PATH of the study spec YAML"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load_unique(text)
     except yaml.YAMLError as exc:
         raise SpecError(
             f"{path}: not valid YAML{yaml_problem(exc)}; only plain YAML (no !!tags) is read"
@@ -250,10 +287,13 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _apply_set(raw: dict[str, Any], item: str) -> dict[str, Any]:
-    """One `--set`: `space.levels.high=9` changes that bound of the space in hand, `space={...}` (the
-    section itself) replaces the whole space, like a spec file's `space:` does."""
+    """One `--set`: `space.levels.high=9` changes that bound of the space in hand, `space.levels={...}`
+    replaces that parameter's definition, `space={...}` (the section itself) replaces the whole space,
+    like a spec file's `space:` does."""
     nested = parse_set([item])
     section, _, inside = item.partition("=")[0].strip().partition(".")
+    if section == "space" and inside and "." not in inside and isinstance(raw.get(section), dict):
+        return {**raw, section: {**raw[section], inside: nested[section][inside]}}
     if section in ("space", "baseline") and inside and isinstance(raw.get(section), dict):
         return {**raw, section: _patched(raw[section], nested[section])}
     return _merge(raw, nested, "--set")
@@ -285,25 +325,6 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
     study = raw["study"]
     check_study_name(study, f"{source}, study")
     space = parse_space(raw["space"], f"{source}, space")
-    baseline = raw["baseline"]
-    if not isinstance(baseline, dict):
-        raise SpecError(f"`baseline` must be a mapping of parameter -> value ({source}, baseline)")
-    missing = [k for k in MODEL_KEYS if k not in baseline]
-    unknown = sorted(set(baseline) - set(TUNABLE))
-    if missing or unknown:
-        raise SpecError(
-            f"`baseline` must give {list(MODEL_KEYS)}; missing {missing}, unknown {unknown} ({source})"
-        )
-    outside = [k for k, p in space.params.items() if k in baseline and not p.contains(baseline[k])]
-    if outside:
-        raise SpecError(f"baseline values for {outside} lie outside the space ({source}, baseline)")
-    check_buildable(space, baseline, f"{source}, space")
-    try:
-        from marstune.models.unet import ModelConfigError, validate_config
-
-        validate_config(baseline)
-    except ModelConfigError as exc:
-        raise SpecError(f"{exc} ({source}, baseline)") from None
     sections = {}
     for name, model in (
         ("train", TrainSpec),
@@ -317,9 +338,37 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in (name, *err["loc"]))
-            raise SpecError(f"{field}: {err['msg']}, got {err.get('input')!r} ({source})") from None
-    # The baseline is the seed's model with the spec's loss unless it names its own.
-    full = {**sections["loss"].as_params(), **baseline}
+            message = err["msg"].removeprefix("Value error, ")
+            raise SpecError(f"{field}: {message}, got {err.get('input')!r} ({source})") from None
+    baseline = raw["baseline"]
+    if not isinstance(baseline, dict):
+        raise SpecError(f"`baseline` must be a mapping of parameter -> value ({source}, baseline)")
+    missing = [k for k in MODEL_KEYS if k not in baseline]
+    unknown = sorted(set(baseline) - set(TUNABLE))
+    if missing or unknown:
+        raise SpecError(
+            f"`baseline` must give {list(MODEL_KEYS)}; missing {missing}, unknown {unknown} ({source})"
+        )
+    # The baseline is the seed's model with the spec's loss unless it names its own loss keys.
+    loss = sections["loss"].as_params()
+    check_one_loss(loss, baseline, source)
+    full = {**loss, **baseline}
+    outside = [k for k, p in space.params.items() if k in full and not p.contains(full[k])]
+    if outside:
+        given = [
+            f"loss.{'name' if k == 'loss' else k}" if k not in baseline else f"baseline.{k}" for k in outside
+        ]
+        raise SpecError(
+            f"baseline values for {outside} lie outside the space ({source}); set {', '.join(given)} "
+            "inside the space, or widen the space"
+        )
+    check_buildable(space, baseline, f"{source}, space")
+    try:
+        from marstune.models.unet import ModelConfigError, validate_config
+
+        validate_config(baseline)
+    except ModelConfigError as exc:
+        raise SpecError(f"{exc} ({source}, baseline)") from None
     check_loss_space(space, full, f"{source}, space")
     return Spec(study=study, space=space, baseline=full, raw=raw, **sections)
 
@@ -336,6 +385,17 @@ def check_study_name(name: Any, where: str = "--study") -> str:
             f"digit, got {shown} ({where})"
         )
     return name
+
+
+def check_one_loss(loss: Mapping[str, Any], baseline: Mapping[str, Any], source: str) -> None:
+    """A loss key changed in the `loss` section that the baseline also names, with another value, would
+    be silently overridden by the baseline (and in every trial when the space does not search it)."""
+    default = LossSpec.model_validate(DEFAULTS["loss"]).as_params()
+    clash = [k for k, v in loss.items() if v != default[k] and k in baseline and baseline[k] != v]
+    if clash:
+        names = {k: f"loss.{'name' if k == 'loss' else k}" for k in clash}
+        said = ", ".join(f"{names[k]} = {loss[k]!r} but baseline.{k} = {baseline[k]!r}" for k in clash)
+        raise SpecError(f"{said} ({source}); set both to the same value, or drop it from the baseline")
 
 
 def check_loss_space(space: Space, baseline: Mapping[str, Any], where: str) -> None:

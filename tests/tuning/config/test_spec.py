@@ -49,6 +49,13 @@ def test_overrides_apply_in_order_file_then_set_then_flags(tmp_path: Path) -> No
             "outside the space",
         ),
         ("- a list\n", "a spec must be a mapping"),
+        ("loss: {name: focal}\nloss: {name: crossentropy}\n", "`loss` is given twice"),
+        ("loss: {name: focal, focal_gamma: .inf}\n", "loss.focal_gamma: Input should be a finite number"),
+        ("loss: {focal_gamma: 1e400}\n", "loss.focal_gamma: Input should be a finite number"),
+        ("loss: {focal_gamma: true}\n", "loss.focal_gamma: must be a number, not true/false"),
+        ("train: {learning_rate: .nan}\n", "train.learning_rate: Input should be a finite number"),
+        ("space: {focal_gamma: {type: float, low: 0.5, high: .inf}}\n", "`high` must be a finite number"),
+        ("loss: {class_weight_exponent: 2.0}\n", "set loss.class_weight_exponent inside the space"),
         ("study: 'bad name!'\n", "study name must be"),
     ],
 )
@@ -109,3 +116,28 @@ def test_a_dotted_set_changes_one_bound_of_the_space_and_a_section_set_replaces_
     assert list(only.space.params) == ["kernel"]
     with pytest.raises(SpecError, match="must be between 1 and 5"):
         load_spec(REPO / "studies/unet.yaml", ["space.levels.high=9"])
+
+
+def test_the_loss_section_trains_every_trial_when_the_space_does_not_search_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"  # no baseline: the seed's model, with this section's loss
+    path.write_text(
+        "space: {kernel: {type: categorical, choices: [3, 5]}}\n"
+        "loss: {name: weighted_crossentropy, class_weight_exponent: 1.0}\n"
+    )
+    spec = load_spec(path)
+    config = spec.config_for({"kernel": 5})
+    assert (config["loss"], config["class_weight_exponent"], config["kernel"]) == (
+        "weighted_crossentropy",
+        1.0,
+        5,
+    )
+    with pytest.raises(SpecError, match="loss.name = 'focal' but baseline.loss = 'crossentropy'"):
+        load_spec(path, ["loss.name=focal", "baseline.loss=crossentropy"])
+    searched = load_spec(REPO / "studies/unet.yaml", ["loss.name=focal"])  # the baseline trial's loss
+    assert searched.baseline["loss"] == "focal" and "loss" in searched.space.params
+
+
+def test_a_parameter_set_as_a_mapping_replaces_its_definition() -> None:
+    spec = load_spec(REPO / "studies/unet.yaml", ["space.focal_gamma={type: categorical, choices: [1, 2]}"])
+    assert spec.raw["space"]["focal_gamma"] == {"type": "categorical", "choices": [1, 2]}
+    assert spec.raw["space"]["levels"] == DEFAULTS["space"]["levels"]
