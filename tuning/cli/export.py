@@ -70,13 +70,14 @@ def export_best(
     from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
-    from marstune.tuning.study.urls import preflight, resolve_url, sqlite_path
+    from marstune.tuning.study.urls import preflight, resolve_url, sqlite_files
 
-    name = check_study_name(study or DEFAULTS["study"])
+    # `--study ""` is a wrong name, as in `tune status`: only a missing --study means the default.
+    name = check_study_name(DEFAULTS["study"] if study is None else study)
     url = resolve_url(storage)
     preflight(url, create=False)
     path = out or Path("studies") / f"{name}.best.yaml"
-    inputs = [sqlite_path(url)]
+    inputs: list[Path | None] = [*sqlite_files(url)]
     if out is not None:
         inputs += _study_inputs(url, name)
         check_output(path, inputs=inputs)  # before reading: a wrong --out is told first

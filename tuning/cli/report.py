@@ -74,20 +74,18 @@ def report(
     import json
 
     from marstune.tuning.config.spec import check_study_name
-    from marstune.tuning.outputs import check_output
-    from marstune.tuning.report.build import build, check_out, default_out
+    from marstune.tuning.report.build import build, check_outputs, default_out
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.storage import load_study, open_storage
-    from marstune.tuning.study.urls import display_url, resolve_url, sqlite_path
+    from marstune.tuning.study.urls import display_url, resolve_url, sqlite_files
 
     url = resolve_url(storage)
     opened = open_storage(url)
     name = check_study_name(pick_study(opened, study))
     load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)
-    check_out(target)
-    if out is not None:
-        check_output(target, inputs=[sqlite_path(url)])
+    database = sqlite_files(url)
+    check_outputs(target, database, may_make_folder=out is None)  # all of them, before any training
     if examples and best_kept(url, name) is not None:
         stderr("example predictions: the best trial's own kept model")
     elif examples:
@@ -104,6 +102,7 @@ def report(
         example_epochs=example_epochs,
         example_items=example_items,
         threads=threads,
+        database=database,
     )
     for note in files.notes:
         stderr(f"note: {note}")

@@ -70,7 +70,8 @@ def worker(
 
     started = time.time()
     show_everything(verbose)
-    name, url = check_study_name(study or DEFAULTS["study"]), resolve_url(storage)
+    # `--study ""` is a wrong name, as in `tune status`: only a missing --study means the default.
+    name, url = check_study_name(DEFAULTS["study"] if study is None else study), resolve_url(storage)
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))

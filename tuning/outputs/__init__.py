@@ -31,6 +31,12 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def same_path(a: Path | str, b: Path | str) -> bool:
+    """True when `a` and `b` are one file: the same inode, or the same place (one may not exist yet)."""
+    a, b = Path(a), Path(b)
+    return _same_file(a, b) or os.path.normpath(a.absolute()) == os.path.normpath(b.absolute())
+
+
 def is_database(path: Path) -> bool:
     """True for an SQLite database file (the default study storage), whatever its name."""
     try:
@@ -49,9 +55,7 @@ def check_output(
     if len(path.name.encode()) > 255:  # before any stat: the OS refuses the name itself
         raise OutputError(f"{flag} {path}: the file name is longer than 255 bytes; choose a shorter one")
     for source in inputs:
-        if source is not None and (
-            _same_file(path, Path(source)) or path.absolute() == Path(source).absolute()
-        ):
+        if source is not None and same_path(path, source):
             raise OutputError(f"{flag} {path} is also this command's input; write the output elsewhere")
     if path.is_dir() and not folder_ok:
         raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marstune.tuning.errors import ReportError
-from marstune.tuning.outputs import write_atomically
+from marstune.tuning.errors import OutputError, ReportError
+from marstune.tuning.outputs import check_output, same_path, write_atomically
 from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 from marstune.tuning.report.data import StudyData
 
@@ -23,6 +24,17 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+# Every section's key, in page order. Each may write a PNG `<stem>-<key>.png` beside the HTML; listed once
+# so that every file a report can write is known, and checked, before any is written.
+PNG_KEYS = (
+    "optimization-history",
+    "parallel-coordinates",
+    "param-importances",
+    "intermediate-values",
+    "sampler-comparison",
+    "per-class-iou",
+    "example-predictions",
+)
 
 
 @dataclass
@@ -52,6 +64,35 @@ def check_out(out: Path) -> None:
         raise ReportError(f"--out {out} must name an .html file, e.g. --out studies/unet-mars/report.html")
     if out.exists() and out.is_dir():
         raise ReportError(f"--out {out} is a folder; name a file inside it, e.g. {out / 'report.html'}")
+
+
+def png_path(out: Path, key: str) -> Path:
+    """Where the section `key` of the report `out` writes its PNG."""
+    return out.parent / f"{out.stem}-{key}.png"
+
+
+def check_outputs(out: Path, database: Sequence[Path] = (), *, may_make_folder: bool = False) -> list[Path]:
+    """Refuse, before anything is written, every file the report may write (the HTML and each PNG) that
+    is the study database or one of its files (`database`), or that outputs.check_output refuses.
+    Returns those files. The PNGs are named after --out, so --out is what the user changes.
+    may_make_folder: the folder is the default studies/<study>/, made on first use."""
+    check_out(out)
+    planned = [out, *(png_path(out, key) for key in PNG_KEYS)]
+    for path in planned:
+        _refuse_database_file(out, path, database)
+    if out.parent.exists() or not may_make_folder:  # a folder not made yet holds nothing to protect
+        for path in planned:
+            check_output(path, flag="--out" if path == out else f"--out {out}: its plot")
+    return planned
+
+
+def _refuse_database_file(out: Path, path: Path, database: Sequence[Path]) -> None:
+    clash = next((db for db in database if same_path(path, db)), None)
+    if clash is None:
+        return
+    what = "the study database" if clash == database[0] else f"a file of the study database {database[0]}"
+    where = f"--out {out} is" if path == out else f"--out {out} would also write its plot {path}, which is"
+    raise OutputError(f"{where} {what}; nothing was written: pass another --out")
 
 
 def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
@@ -174,11 +215,13 @@ def build(
     example_epochs: int = EXAMPLE_EPOCHS,
     example_items: int = EXAMPLE_ITEMS,
     threads: int = 0,
+    database: Sequence[Path] = (),
 ) -> ReportFiles:
-    """Render everything in memory first, then write: a failure leaves no half-written report."""
+    """Render everything in memory first, then write: a failure leaves no half-written report.
+    `database`: the study database's files (urls.sqlite_files), which no file of the report may replace."""
     from marstune.tuning.report.data import load_study_data
 
-    check_out(out)
+    check_outputs(out, database, may_make_folder=True)
     study = load_study_data(storage, study_name)
     parts = sections(storage, study)
     parts.append(examples_section(study, examples, example_epochs, example_items, threads))
@@ -186,7 +229,9 @@ def build(
     pngs = []
     for sec in parts:
         if sec.png is not None:
-            path = sec.png(out.parent / f"{out.stem}-{sec.key}.png")
+            if sec.key not in PNG_KEYS:  # a new section must be listed there, or its PNG goes unchecked
+                raise AssertionError(f"section {sec.key!r} is missing from PNG_KEYS")
+            path = sec.png(png_path(out, sec.key))
             pngs.append(path)
             if sec.figure is None:
                 sec.image = path

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from marstune.tuning.errors import StorageError, redact, remember_secrets
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = ["redact"]  # study.urls is where URL code looks for it; errors.py owns it
 
 DEFAULT_STORAGE = "sqlite:///studies/tune.db"
 STORAGE_ENV = "TUNE_STORAGE"
 SCHEMES = ("sqlite", "postgresql+psycopg", "mysql+pymysql")
+# The query parameters SQLAlchemy's pysqlite driver passes on. Not `uri=true`: with it the "path" is an
+# SQLite URI (file:...?mode=ro), which the WAL set-up, the claim lock and the output checks cannot follow.
+SQLITE_QUERY_KEYS = ("timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements")
 
 
 def resolve_url(url: str | None) -> str:
@@ -32,13 +39,38 @@ def display_url(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a sqlite:/// URL (None for other databases)."""
+    """The file behind a sqlite:/// URL (None for other databases and for in-memory SQLite).
+
+    The one place the file is derived from the URL: the database, its WAL pragma, its claim lock and
+    every "never write over the database" check must all name the file SQLite opens. That is
+    SQLAlchemy's reading of the URL (percent-decoded: `p%20q.db` is `p q.db`), so it is asked here."""
+    parsed = _parse_sqlite(url)
+    if parsed is None or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def sqlite_files(url: str) -> list[Path]:
+    """The database file and the files SQLite and the claim keep beside it: what no output may replace."""
+    from marstune.tuning.outputs import DATABASE_COMPANIONS
+
+    path = sqlite_path(url)
+    if path is None:
+        return []
+    return [path, *(path.with_name(path.name + suffix) for suffix in DATABASE_COMPANIONS)]
+
+
+def _parse_sqlite(url: str) -> URL | None:
+    """SQLAlchemy's parse of a sqlite: URL (None for another scheme or a URL it cannot read)."""
     if not url.startswith("sqlite:"):
         return None
-    path = url.removeprefix("sqlite:///")
-    if path in ("", ":memory:") or path == url:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
         return None
-    return Path(path.split("?", 1)[0])
 
 
 def check_url(url: str) -> None:
@@ -55,11 +87,7 @@ def check_url(url: str) -> None:
             "postgresql+psycopg://user@host/db"
         )
     if scheme == "sqlite":
-        if sqlite_path(url) is None:
-            raise StorageError(
-                f"storage URL {shown!r} is an in-memory database: nothing would persist; "
-                "use sqlite:///path/to/file.db"
-            )
+        _check_sqlite_url(url, shown)
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -79,6 +107,32 @@ def check_url(url: str) -> None:
         )
     if scheme.startswith("postgresql") and not (parsed.host or "host" in parsed.query):
         raise StorageError(f"storage URL {shown!r} names no host; e.g. postgresql+psycopg://tune@head/tune")
+
+
+def _check_sqlite_url(url: str, shown: str) -> None:
+    """SQLite takes a file path and a few driver settings; anything else would be dropped silently."""
+    parsed = _parse_sqlite(url)
+    if parsed is None:
+        raise StorageError(f"storage URL {shown!r} is malformed; write sqlite:///path/to/file.db")
+    if parsed.username or parsed.password or parsed.host or parsed.port:
+        # SQLAlchemy refuses it only at the first connection, with a multi-line message; the password
+        # must not be repeated here, so the right form is built from the path alone.
+        raise StorageError(
+            f"storage URL {shown!r} has a user, password or host part, which SQLite URLs do not take; "
+            f"write sqlite:///{parsed.database or 'path/to/file.db'}"
+        )
+    ignored = sorted(set(parsed.query) - set(SQLITE_QUERY_KEYS))
+    if ignored:
+        # SQLAlchemy would only warn and drop them (a `password=` would seem to protect the file).
+        raise StorageError(
+            f"storage URL {shown!r} has query parameter(s) SQLite does not take: {', '.join(ignored)}; "
+            f"remove them (SQLite URLs take only {', '.join(SQLITE_QUERY_KEYS)})"
+        )
+    if sqlite_path(url) is None:
+        raise StorageError(
+            f"storage URL {shown!r} is an in-memory database: nothing would persist; "
+            "use sqlite:///path/to/file.db"
+        )
 
 
 def preflight(url: str, *, create: bool) -> None:

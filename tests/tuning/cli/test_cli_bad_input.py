@@ -106,6 +106,16 @@ def test_unknown_study_and_missing_database(workdir: Path) -> None:
     assert _files(workdir) == before
 
 
+def test_an_empty_study_name_is_refused_not_read_as_the_default(workdir: Path) -> None:
+    """`--study ""` is refused by every command, as by `tune status`, even where the default study
+    exists: only a missing --study means unet-mars."""
+    assert run_tune("run", "--trials", "2", *ANALYTIC, cwd=workdir).returncode == 0  # the default study
+    before = _files(workdir)
+    for command in ("export-best", "worker", "status"):
+        _assert_refused(run_tune(command, "--study", "", cwd=workdir, timeout=120), "study name", "''")
+    assert _files(workdir) == before
+
+
 def test_unwritable_storage_path_is_refused(workdir: Path) -> None:
     (workdir / "a_file").write_text("not a folder")
     before = _files(workdir)

@@ -62,6 +62,8 @@ CASES: list[tuple[str, ...]] = [
     ("status", "--storage", "sqlite:///notes.txt"),
     ("status", "--storage", "sqlite:///nothing-here.db"),
     ("status", "--storage", DB, "--study", "bad name!"),
+    ("status", "--storage", "sqlite://user:Sekr3t@/study.db"),  # SQLite takes no user or password
+    ("status", "--storage", "sqlite:///study.db?password=Sekr3t"),  # SQLAlchemy only warns and drops it
     ("status", "--storage", DB, "--study", "nosuch"),
     ("status", "--storage", PG_CLOSED),
     # tune export-best
@@ -70,6 +72,7 @@ CASES: list[tuple[str, ...]] = [
     ("export-best", "--storage", DB, "--study", "s", "--out", "missing/folder/best.yaml"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "best.keras"),  # the model's own name
     ("export-best", "--storage", DB, "--study", "nosuch"),
+    ("export-best", "--storage", DB, "--study", ""),
     ("export-best", "--storage", DB, "--study", "é" * 128),
     # tune dashboard
     ("dashboard", "--storage", DB, "--port", "0"),

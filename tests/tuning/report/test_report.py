@@ -237,6 +237,31 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["r-optimization-history.png", "r.html"])
+def test_no_file_of_the_report_may_replace_its_own_database(storage: str, tmp_path: Path, name: str) -> None:
+    """The PNGs beside --out are outputs too: a database named like one is refused before any write."""
+    import shutil
+
+    database = tmp_path / name
+    shutil.copy(storage.removeprefix("sqlite:///"), database)
+    before = database.read_bytes()
+    args = ("report", "--storage", f"sqlite:///{database}", "--study", "a-tpe", "--no-examples")
+    result = run_tune(*args, "--out", str(tmp_path / "r.html"), cwd=tmp_path, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: --out ") and str(database) in lines[0], lines[0]
+    assert "study database" in lines[0] and "pass another --out" in lines[0], lines[0]
+    assert database.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} <= {name, f"{name}-wal", f"{name}-shm"}
+
+
+def test_every_png_a_report_writes_was_checked_first(storage: str, tmp_path: Path) -> None:
+    from marstune.tuning.report.build import build, check_outputs
+
+    files = build(open_storage(storage), "a-tpe", tmp_path / "r.html", storage, examples=False)
+    assert set(files.pngs) <= set(check_outputs(tmp_path / "r.html"))
+
+
 def test_studies_made_elsewhere_and_studies_without_results(tmp_path: Path) -> None:
     """A plain Optuna study (no stored spec) gets its space from the trials; an empty one gets notes."""
     from marstune.tuning.report.build import build

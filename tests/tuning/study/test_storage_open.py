@@ -102,3 +102,90 @@ def test_a_malformed_url_is_one_storage_error_without_its_password(url: str) -> 
     with pytest.raises(StorageError) as caught:
         preflight(resolve_url(url), create=False)
     assert "Sekrit" not in str(caught.value) and "malformed" in str(caught.value)
+
+
+# --- the SQLite file behind a URL: SQLAlchemy's reading of it, used by the lock, WAL and output checks.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")  # SQLite's files beside it, and the claim's
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///od d/p%20q.db", "od d/p q.db"),  # percent-decoded, as SQLAlchemy opens it
+        ("sqlite:///a%2Fb.db", "a/b.db"),
+        ("sqlite:////abs/x.db", "/abs/x.db"),
+        ("sqlite:///x.db?timeout=5", "x.db"),
+    ],
+)
+def test_sqlite_path_is_the_file_sqlalchemy_opens(url: str, path: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from marstune.tuning.study.urls import sqlite_files, sqlite_path
+
+    assert sqlite_path(url) == Path(path) == Path(make_url(url).database or "")
+    assert sqlite_files(url)[0] == Path(path)
+    assert {p.name for p in sqlite_files(url)[1:]} == {f"{Path(path).name}{s}" for s in SQLITE_COMPANIONS}
+
+
+def test_a_percent_encoded_sqlite_path_is_one_database_in_wal_mode(tmp_path: Path) -> None:
+    """`p%20q.db` is the file `p q.db`: its WAL pragma and claim lock must land on it, not on a stray
+    `p%20q.db`, and `tune status` must read the same file."""
+    import json
+    import sqlite3
+
+    from tests.conftest import run_tune
+
+    folder = tmp_path / "od d"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/p%20q.db"
+    sets = ("--set", "objective.kind=analytic", "--set", "search.sampler=random", "--trials", "3", "-q")
+    ran = run_tune("run", "--storage", url, "--study", "adv-sq", *sets, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["p q.db", "p q.db.lock"]
+    with sqlite3.connect(folder / "p q.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    status = run_tune("status", "--storage", url, "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)
+    assert row["study"] == "adv-sq" and row["complete"] == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "needles"),
+    [
+        (
+            "sqlite://user:SekretL@/od d/u.db",
+            ("has a user, password or host part", "write sqlite:///od d/u.db"),
+        ),
+        ("sqlite://somehost/u.db", ("has a user, password or host part", "write sqlite:///u.db")),
+        ("sqlite:///u.db?password=SekretQ", ("query parameter(s) SQLite does not take: password",)),
+        ("sqlite:///u.db?uri=true&mode=ro", ("SQLite does not take: mode, uri",)),
+        ("sqlite://", ("in-memory",)),
+        ("sqlite:///:memory:", ("in-memory",)),
+    ],
+)
+def test_a_sqlite_url_sqlite_would_misread_is_refused_without_its_password(
+    url: str, needles: tuple[str, ...]
+) -> None:
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study.urls import check_url, resolve_url
+
+    with pytest.raises(StorageError) as caught:
+        check_url(resolve_url(url))
+    message = str(caught.value)
+    assert "Sekret" not in message and "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    if "Sekret" in url:
+        assert "in-memory" not in message
+
+
+def test_a_sqlite_url_with_a_password_query_is_one_line_and_no_warning(tmp_path: Path) -> None:
+    from tests.conftest import run_tune
+
+    result = run_tune("status", "--storage", "sqlite:///x.db?password=SekretW", cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and "query parameter" in lines[0]
+    assert "SAWarning" not in result.stderr and "SekretW" not in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -31,7 +31,8 @@ PASSWORD = "S3cretPw"
 def test_worker_needs_no_spec_file_and_exits_0_at_the_target(sqlite_url: str, tmp_path: Path) -> None:
     spec_dir, node = tmp_path / "head", tmp_path / "node"  # the node has no studies/ and no spec
     spec_dir.mkdir(), node.mkdir()
-    # 0.5 s an epoch: one worker alone needs 9 s, so a second one slow to start on a loaded machine still joins.
+    # 0.5 s an epoch: one worker alone needs 9 s, so a second one slow to start on a loaded machine
+    # still joins.
     create_study(write_spec(spec_dir, study="joined", trials=6, epochs=3, sleep=0.5), sqlite_url)
     # `tune worker --workers 2`: two worker processes on this node, one summary.
     args = ["worker", "--study", "joined", "--storage", sqlite_url, "--workers", "2"]
