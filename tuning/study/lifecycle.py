@@ -84,7 +84,7 @@ def _flat(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key not in ("space", "baseline"):
+        if isinstance(value, Mapping):  # space.loss.choices, not the whole space, names a difference
             out.update(_flat(value, f"{dotted}."))
         else:
             out[dotted] = value
@@ -142,7 +142,12 @@ def create_or_join(
                 study.enqueue_trial(params, user_attrs={ENQUEUED_AS: kind})
             return study, notes
         # Both sides over today's defaults: a section added since the study was made is not a difference.
-        differences = spec_differences(spec_from_stored(stored).raw, spec.raw)
+        # The baselines as trials see them (with the loss section's keys): a study made when the default
+        # baseline named `loss: crossentropy` itself is the same study.
+        made = spec_from_stored(stored)
+        differences = spec_differences(
+            {**made.raw, "baseline": made.baseline}, {**spec.raw, "baseline": spec.baseline}
+        )
         if differences:
             raise SpecError(
                 f"study {spec.study!r} exists with another spec ({'; '.join(differences)}); "
