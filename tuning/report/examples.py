@@ -1,8 +1,9 @@
 """Example predictions of the best configuration: retrain it briefly, segment a few held-out images.
 
-Trials keep no weights (a study of 100 U-Nets would fill the disk), so the report trains the best
-configuration again on the study's data (a few images, a few epochs): a picture of what the
-configuration learns, not the trial's exact model.
+The best trial's own model is used when the search kept it (search.keep_models, the top K only: a study
+of 100 U-Nets would fill the disk). Otherwise the report trains the best configuration again on the
+study's data (a few images, a few epochs): a picture of what the configuration learns, not the trial's
+exact model.
 """
 
 from __future__ import annotations
