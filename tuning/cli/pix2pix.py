@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from marstune.tuning.cli.options import JsonOpt, handle_errors
+from marstune.tuning.errors import exit_code
 
 HELP = (
     "The final run: Pix2Pix with the best configuration, compared with the plain U-Net.\n\n"
@@ -117,8 +118,8 @@ def pix2pix(
                 warm_start=warm_start,
             )
         )
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None  # run_final said how to resume; not a failed trial
+    except KeyboardInterrupt as exc:  # run_final printed what to do next (the resume command)
+        raise typer.Exit(exit_code(exc)) from None  # 130 for Ctrl-C, 143 for SIGTERM
     if json_:
         import json
 

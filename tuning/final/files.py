@@ -20,6 +20,7 @@ import yaml
 
 from marstune.tuning.config.spec import Spec, spec_from_stored, yaml_problem
 from marstune.tuning.errors import SpecError, TuneError, translate
+from marstune.tuning.final.checks import check_keys, check_values
 from marstune.tuning.outputs import write_atomically
 
 EXPORT_KIND = "tune/best-config"  # what tuning.storage.best_export writes
@@ -72,6 +73,8 @@ def read_export(path: Path) -> Export:
         raise SpecError(f"--config {path}: `config` must be a mapping of hyperparameters, got {config!r}")
     from marstune.models.unet import validate_config
 
+    check_keys(raw, path)  # these two name the file themselves
+    check_values(raw, path)
     try:
         validate_config(config)
         spec = spec_from_stored(raw.get("spec") or {})

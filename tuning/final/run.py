@@ -11,9 +11,11 @@ the run: the user sees which model to ship.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,10 @@ from marstune.tuning.final.files import (
 )
 
 if TYPE_CHECKING:
+    from marstune.tuning.config.spec import Spec
     from marstune.tuning.train.data import Prepared
+    from marstune.tuning.train.devices import DeviceSetup
+    from marstune.tuning.train.recipe import Recipe
 
 RUNS = Path("runs")
 EXAMPLES = 4  # validation images in the example panels
@@ -67,11 +72,54 @@ class FinalResult:
 
 
 def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult:
-    if console is None:
-        console = Console(stderr=True, highlight=False)
-        if not console.is_terminal:
-            console = Console(stderr=True, highlight=False, width=120)  # logs: one line per epoch, no wraps
-    export = read_export(opts.config)
+    """Check everything, build what the run trains with, then make the run folder and train.
+
+    Nothing is written until the config, the data, the folder, the loss and the kept model have all been
+    accepted, so a refused run leaves no folder that would block the corrected one. An interrupt at any
+    moment says what to do next: the exact resume command once the folder exists.
+    """
+    console = console or _console()
+    made: Path | None = None  # the run folder, once this process has made or taken it
+    try:
+        plan = _plan(opts, console)
+        out, epochs = _resolve_out(opts, plan.export.study, plan.spec.train.epochs, plan.settings)
+        built = _build(opts, plan, epochs)
+        _make_out(out, opts.resume)
+        made = out
+        return _train(opts, plan, built, out, console)
+    except KeyboardInterrupt:
+        console.print(_interrupted(opts, made), soft_wrap=True, markup=False, highlight=False)
+        raise
+
+
+def _console() -> Console:
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=True, highlight=False, width=120)  # logs: one line per epoch, no wraps
+    return console
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked inputs of a run: nothing written, no Keras loaded."""
+
+    export: Export
+    spec: Spec
+    data: Prepared
+    seg_weight: float
+    batch_size: int
+    settings: dict[str, Any]  # run.json's settings, compared on --resume (files.check_same_run)
+
+
+@dataclass(frozen=True)
+class _Built:
+    recipe: Recipe
+    setup: DeviceSetup
+    initial: list[np.ndarray] | None  # --warm-start: the kept model's weights
+
+
+def _plan(opts: FinalOptions, console: Console) -> _Plan:
+    export = read_export(opts.config)  # checks every key and value of the file (final/checks.py)
     if opts.warm_start and (export.model is None or not export.model.is_file()):
         missing = "names no model" if export.model is None else f"names {export.model}, which is missing"
         raise TuneError(
@@ -80,14 +128,14 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         )
     if opts.out is not None and not opts.resume:
         check_new_out(opts.out)  # a wrong --out is said before minutes of loading data
+    lam = opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", SEG_WEIGHT))
+    if not (math.isfinite(lam) and lam >= 0):  # the config's was checked with the file: --lambda inf
+        raise TuneError(f"--lambda (the segmentation loss weight) must be a number >= 0, got {lam!r}")
     spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
     from marstune.tuning.train.data import prepare_data
 
     data = prepare_data(spec)  # loads and validates the data before anything is written
     _say_data(console, export, data)
-    lam = opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", SEG_WEIGHT))
-    if not (math.isfinite(lam) and lam >= 0):
-        raise TuneError(f"lambda (the segmentation loss weight) must be a number >= 0, got {lam!r}")
     batch = int(opts.batch_size or export.config.get("batch_size") or spec.train.batch_size)
     settings = {
         "study": export.study,
@@ -103,36 +151,72 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         "warm_start": str(export.model) if opts.warm_start else None,
         "loss": {k: export.config.get(k, v) for k, v in spec.loss.as_params().items()},
     }
-    out, epochs = _prepare_out(opts, export.study, spec.train.epochs, settings)
+    return _Plan(export, spec, data, lam, batch, settings)
 
+
+def _build(opts: FinalOptions, plan: _Plan, epochs: int) -> _Built:
+    """What the phases train with, built before the run folder exists: a loss or a kept model that
+    cannot be built is refused with nothing written."""
     from marstune.tuning.train.devices import configure
 
-    setup = configure(opts.threads or spec.train.threads, spec.train.mixed_precision)
-    import dataclasses
+    setup = configure(opts.threads or plan.spec.train.threads, plan.spec.train.mixed_precision)
+    from marstune.tuning.train.recipe import Recipe, make_loss  # Keras loads here
 
-    from marstune.tuning.final.phases import Phase, train_pix2pix, train_unet  # Keras loads here
-    from marstune.tuning.train.recipe import Recipe
+    recipe = Recipe.of(plan.spec, plan.export.config, setup)
+    recipe = dataclasses.replace(recipe, epochs=epochs, batch_size=plan.batch_size)
+    make_loss(recipe, plan.data)  # the phases build it again after clearing the session
+    model = plan.export.model
+    initial = _kept_weights(model) if opts.warm_start and model is not None else None
+    return _Built(recipe, setup, initial)
 
-    write_json(out / "run.json", {**settings, "epochs": epochs, "config_file": str(opts.config)})
+
+def _train(opts: FinalOptions, plan: _Plan, built: _Built, out: Path, console: Console) -> FinalResult:
+    from marstune.tuning.final.phases import Phase, train_pix2pix, train_unet
+
+    epochs, export = built.recipe.epochs, plan.export
+    write_json(out / "run.json", {**plan.settings, "epochs": epochs, "config_file": str(opts.config)})
     console.print(
         f"final run -> {out}: config {export.config} (study {export.study} trial {export.trial}, "
-        f"search mIoU {export.value:.4f}); {epochs} epochs, batch {batch}, lambda {lam:g}, "
-        f"{setup.device} {setup.precision}"
+        f"search mIoU {export.value:.4f}); {epochs} epochs, batch {plan.batch_size}, "
+        f"lambda {plan.seg_weight:g}, {built.setup.device} {built.setup.precision}"
     )
-    recipe = dataclasses.replace(Recipe.of(spec, export.config, setup), epochs=epochs, batch_size=batch)
-    initial = _kept_weights(export.model) if opts.warm_start and export.model is not None else None
-    phase = Phase(out, data, spec, export.config, recipe, setup, console, opts.quiet, initial)
-    try:
-        results = {"Pix2Pix": train_pix2pix(phase, lam)}
-        if opts.compare:
-            results["U-Net"] = train_unet(phase)
-    except KeyboardInterrupt:
-        console.print(
-            f"Interrupted: every finished epoch is checkpointed in {out}; continue with\n"
-            f"  tune pix2pix --config {opts.config} --out {out} --resume"
-        )
-        raise
-    return _finish(out, phase, results, settings, console)
+    recipe, setup = built.recipe, built.setup
+    phase = Phase(out, plan.data, plan.spec, export.config, recipe, setup, console, opts.quiet, built.initial)
+    results = {"Pix2Pix": train_pix2pix(phase, plan.seg_weight)}
+    if opts.compare:
+        results["U-Net"] = train_unet(phase)
+    return _finish(out, phase, results, plan.settings, console)
+
+
+def _interrupted(opts: FinalOptions, out: Path | None) -> str:
+    """The line an interrupt prints: the resume command once the run is recorded, else "run it again"."""
+    if out is None or not (out / "run.json").is_file():
+        return "Interrupted before the run started: nothing was trained; run the same command again."
+    return (
+        f"Interrupted: every finished epoch is checkpointed in {out}; continue with\n"
+        f"  {resume_command(opts, out)}"
+    )
+
+
+def resume_command(opts: FinalOptions, out: Path) -> str:
+    """`tune pix2pix ... --resume` with this run's flags: those --resume compares with run.json (data,
+    subset, seed, batch size, lambda, warm start), and --no-compare, so the same run continues."""
+    args = ["tune", "pix2pix", "--config", str(opts.config), "--out", str(out), "--resume"]
+    flags = (
+        ("--data", opts.data),
+        ("--max-items", opts.max_items),
+        ("--batch-size", opts.batch_size),
+        ("--seed", opts.seed),
+        ("--lambda", opts.seg_weight),
+    )
+    for flag, value in flags:
+        if value is not None:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]  # repr: exact lambda
+    if opts.warm_start:
+        args.append("--warm-start")
+    if not opts.compare:
+        args.append("--no-compare")
+    return shlex.join(args)
 
 
 def _kept_weights(model: Path) -> list[np.ndarray]:
@@ -171,10 +255,10 @@ def check_new_out(out: Path) -> None:
         raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
 
 
-def _prepare_out(
+def _resolve_out(
     opts: FinalOptions, study: str, default_epochs: int, settings: dict[str, Any]
 ) -> tuple[Path, int]:
-    """The run folder and the target epochs; refuses to mix runs. Creates the folder (nothing else)."""
+    """The run folder and the target epochs; refuses to mix runs. Writes nothing (see _make_out)."""
     if opts.resume:
         out = opts.out or latest_run(RUNS, study)
         if out is None:
@@ -188,17 +272,22 @@ def _prepare_out(
         done = Checkpoint(out, "pix2pix").state()["epoch"]
         if epochs < done:
             raise TuneError(f"--resume: {out} already trained {done} epochs; pass --epochs {done} or more")
-        _hold(out)
         return out, epochs
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = opts.out or RUNS / f"{study}-{stamp}"
     check_new_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
-    _hold(out)
     return out, opts.epochs or default_epochs
+
+
+def _make_out(out: Path, resume: bool) -> None:
+    """Create a new run's folder (checked again: another process may have taken it meanwhile) and hold it."""
+    if not resume:
+        check_new_out(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
+    _hold(out)
 
 
 _HELD: list[int] = []  # the run folders this process holds, as open descriptors (released at exit)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +373,86 @@ def test_a_folder_another_pix2pix_is_writing_is_refused(exported: Path) -> None:
         os.close(fd)
     _refused(result, "busy is in use by another `tune pix2pix`")
     assert list(busy.iterdir()) == []
+
+
+# Bad values and unknown keys in an export (edited by hand, or a typo): one line naming the key, the file
+# and the allowed values or keys, exit 1, and no run folder, which would block the corrected run.
+BAD_EXPORTS = {
+    "nan-gamma": ({"focal_gamma": math.nan}, {}, ("`config.focal_gamma`", "finite number >= 0")),
+    "inf-exponent": ({"class_weight_exponent": math.inf}, {}, ("`config.class_weight_exponent`", "inf")),
+    "text-gamma": ({"focal_gamma": "abc"}, {}, ("`config.focal_gamma`", "'abc'")),
+    "text-lambda": ({"lambda": "abc"}, {}, ("`config.lambda`", "'abc'")),
+    "unknown-loss": ({"loss": "bogus"}, {}, ("`config.loss` must be one of crossentropy", "'bogus'")),
+    "negative-exponent": ({"class_weight_exponent": -1}, {}, ("`config.class_weight_exponent`", "-1")),
+    "loss-list": ({"loss": ["focal"]}, {}, ("`config.loss`", "['focal']")),
+    "unknown-config-key": ({"lossy": 1}, {}, ("`lossy` under `config:`", "allowed there: ", "lambda")),
+    "top-level-typo": ({}, {"lamda": 5}, ("`lamda` at the top level", "did you mean `config.lambda`?")),
+}
+
+
+@pytest.mark.parametrize(("config", "top", "needles"), BAD_EXPORTS.values(), ids=list(BAD_EXPORTS))
+def test_bad_export_values_and_unknown_keys_are_refused_before_the_run_folder(
+    exported: Path, tmp_path: Path, config: dict, top: dict, needles: tuple[str, ...]
+) -> None:
+    raw = yaml.safe_load(exported.read_text())
+    raw["config"].update(config)
+    raw.update(top)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    smoke = ("--epochs", "1", "--max-items", "24", "--no-compare", "--out", "runs/b1")
+    result = run_tune("pix2pix", "--config", "bad.yaml", *smoke, cwd=tmp_path)
+    _refused(result, "bad.yaml", *needles)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # the corrected run may use the same --out
+
+
+def test_an_interrupt_before_training_says_so_and_leaves_no_folder(exported: Path, tmp_path: Path) -> None:
+    """Ctrl-C while TensorFlow starts (seconds, after the data loaded) used to exit 130 silently, leaving
+    a folder; now every interrupt prints what to do next."""
+    from rich.console import Console
+
+    from marstune.tuning.final.run import FinalOptions, run_final
+    from marstune.tuning.train import devices
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    shown = io.StringIO()
+    opts = FinalOptions(config=exported, out=tmp_path / "int", epochs=1, max_items=24, compare=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(devices, "configure", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_final(opts, Console(file=shown, width=200))
+    assert "Interrupted before the run started: nothing was trained; run the same command again" in (
+        shown.getvalue()
+    )
+    assert not (tmp_path / "int").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupt_prints_a_resume_command_that_resumes(exported: Path) -> None:
+    """The hint repeats the flags --resume compares with run.json, so it can be pasted as it is."""
+    cwd = exported.parent
+    flags = ("--epochs", "2", "--max-items", "24", "--no-compare", "--seed", "3", "-q")
+    started = subprocess.Popen(
+        [sys.executable, "-m", "marstune.tuning", "pix2pix", "--config", exported.name, "--out", "runs/int"]
+        + list(flags),
+        cwd=cwd,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while started.poll() is None and not (cwd / "runs/int/run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started.send_signal(signal.SIGINT)  # the run is recorded; training is starting
+    _, stderr = started.communicate(timeout=300)
+    assert started.returncode == 130, stderr
+    assert "every finished epoch is checkpointed in runs/int; continue with" in stderr
+    (hint,) = [line.strip() for line in stderr.splitlines() if line.startswith("  tune pix2pix ")]
+    assert "--max-items 24" in hint and "--seed 3" in hint and "--no-compare" in hint, hint
+    command = shlex.split(hint)
+    assert command[:2] == ["tune", "pix2pix"] and "--resume" in command
+    _ok(run_tune(*command[1:], cwd=cwd))
+    metrics = json.loads((cwd / "runs/int/metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["pix2pix"]["epochs"]] == [1, 2] and "unet" not in metrics

@@ -1,0 +1,139 @@
+"""What `tune pix2pix --config` accepts: the keys `tune export-best` writes, with values the run can use.
+
+Checked when the export is read, before any data loads or any file is written: a bad value found later
+would fail the run halfway (after its folder exists, blocking the corrected run) or be stored in
+run.json, and a misspelt key would be ignored silently, training with the default instead. Each fault is
+one line naming the key, the file and the fix. No Keras here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from marstune.models.settings import LOSS_NAMES
+from marstune.tuning.config.space import TUNABLE
+from marstune.tuning.config.spec import check_study_name
+from marstune.tuning.errors import SpecError
+
+# The top-level keys of an export: what study/export.best_export writes, and what `tune export-best`
+# adds (`model`: the kept model beside the file; `recheck`: the re-check's candidates).
+TOP_KEYS = (
+    "kind",
+    "format",
+    "study",
+    "trial",
+    "value",
+    "metric",
+    "config",
+    "params",
+    "per_class_iou",
+    "data",
+    "spec",
+    "storage",
+    "packages",
+    "exported_at",
+    "model",
+    "recheck",
+)
+DATA_KEYS = ("path", "source", "fingerprint", "synthetic")
+# A trial's configuration holds only tunable keys; `lambda` (Pix2Pix's segmentation-loss weight) is the
+# one key a user may add, since only the final run reads it.
+CONFIG_KEYS = (*TUNABLE, "lambda")
+FIX = "fix it in {path} or export again with `tune export-best`"
+
+
+def check_keys(raw: Mapping[str, Any], path: Path) -> None:
+    """Unknown keys are errors (as in specs): a typo such as `lamda` must not train with the default."""
+    _known(raw, TOP_KEYS, "at the top level", path)
+    if isinstance(raw.get("config"), Mapping):
+        _known(raw["config"], CONFIG_KEYS, "under `config:`", path)
+    if isinstance(raw.get("data"), Mapping):
+        _known(raw["data"], DATA_KEYS, "under `data:`", path)
+
+
+def _known(section: Mapping[str, Any], allowed: Sequence[str], where: str, path: Path) -> None:
+    unknown = [str(key) for key in section if key not in allowed]
+    if not unknown:
+        return
+    hints = [_suggest(key) for key in unknown]
+    hint = "".join(f" (did you mean {h}?)" for h in hints if h)
+    raise SpecError(
+        f"--config {path}: unknown key(s) {', '.join(f'`{k}`' for k in unknown)} {where}{hint}; "
+        f"allowed there: {', '.join(allowed)}; remove or respell them"
+    )
+
+
+def _suggest(key: str) -> str | None:
+    """The nearest known key, wherever it belongs (`lamda` at the top level -> `config.lambda`)."""
+    near = difflib.get_close_matches(key, [*TOP_KEYS, *CONFIG_KEYS], n=1, cutoff=0.75)
+    if not near:
+        return None
+    return f"`{near[0]}`" if near[0] in TOP_KEYS else f"`config.{near[0]}`"
+
+
+def check_values(raw: Mapping[str, Any], path: Path) -> None:
+    """The values the run reads besides the model keys (models/unet.validate_config checks those):
+    the same rules as a spec's, so a value the search could not have produced is refused."""
+    if "study" in raw:
+        check_study_name(raw["study"], f"--config {path}, study")  # it names the default run folder
+    trial = raw.get("trial", -1)
+    if not _is_int(trial):
+        raise SpecError(f"--config {path}: `trial` must be an integer, got {trial!r}; {_fix(path)}")
+    if not _is_real(raw.get("value", math.nan)):
+        raise SpecError(f"--config {path}: `value` must be a number, got {raw.get('value')!r}; {_fix(path)}")
+    data = raw.get("data", {})
+    if not isinstance(data, Mapping):
+        raise SpecError(f"--config {path}: `data` must be a mapping, got {data!r}; {_fix(path)}")
+    if not isinstance(data.get("path"), str | None):
+        raise SpecError(f"--config {path}: `data.path` must be a file name or null; {_fix(path)}")
+    if not isinstance(raw.get("model"), str | None):
+        raise SpecError(f"--config {path}: `model` must be a file name or null; {_fix(path)}")
+    _check_config(raw["config"], path)
+
+
+def _check_config(config: Mapping[str, Any], path: Path) -> None:
+    loss = config.get("loss")
+    if "loss" in config and not (isinstance(loss, str) and loss in LOSS_NAMES):
+        raise SpecError(
+            f"--config {path}: `config.loss` must be one of {', '.join(LOSS_NAMES)}, got {loss!r}; "
+            f"{_fix(path)}"
+        )
+    _number(config, "class_weight_exponent", path)
+    _number(config, "focal_gamma", path)
+    _number(config, "lambda", path)
+    _number(config, "learning_rate", path, positive=True)
+    size = config.get("batch_size", 1)
+    if not (_is_int(size) and size >= 1):
+        raise SpecError(
+            f"--config {path}: `config.batch_size` must be an integer >= 1, got {size!r}; {_fix(path)}"
+        )
+
+
+def _number(config: Mapping[str, Any], key: str, path: Path, positive: bool = False) -> None:
+    """A finite number >= 0 (> 0 with `positive`) if present: nan or inf cannot train nor go into JSON."""
+    if key not in config:
+        return
+    value = config[key]
+    if _is_real(value) and math.isfinite(value) and (value > 0 if positive else value >= 0):
+        return
+    rule = "> 0" if positive else ">= 0"
+    raise SpecError(
+        f"--config {path}: `config.{key}` must be a finite number {rule}, got {value!r}; {_fix(path)}"
+    )
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _fix(path: Path) -> str:
+    return FIX.format(path=path)
