@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from marstune.tuning.config.spec import Spec, spec_from_stored, yaml_problem
+from marstune.tuning.config.spec import Spec, safe_load_unique, spec_from_stored, yaml_problem
 from marstune.tuning.errors import SpecError, TuneError, translate
 from marstune.tuning.final.checks import check_keys, check_values
 from marstune.tuning.outputs import write_atomically
@@ -49,7 +49,7 @@ def read_export(path: Path) -> Export:
         what = "is a directory" if path.is_dir() else "does not exist"
         raise SpecError(f"--config {path} {what}; {fix}")
     try:
-        raw = yaml.safe_load(path.read_text())  # safe_load: a !!python tag is an error, never code
+        raw = safe_load_unique(path.read_text())  # safe: a !!python tag is an error, never code
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"--config {path} cannot be read ({exc}); {fix}") from None
     except yaml.YAMLError as exc:
@@ -216,3 +216,45 @@ def load_optimizers(path: Path, optimizers: dict[str, Any]) -> None:
                 f"{len(optimizer.variables)} (another precision or device?); start a new --out"
             )
         optimizer.load_own_variables(store)
+
+
+def check_new_out(out: Path) -> None:
+    """A new run goes into an empty or new folder only: checked before the data loads, and again
+    when the folder is made."""
+    if (out / "run.json").exists():
+        raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise TuneError(f"--out {out}: {above} is a file, not a folder; choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
+
+
+def make_out(out: Path, resume: bool) -> None:
+    """Create a new run's folder (checked again: another process may have taken it meanwhile) and hold it."""
+    if not resume:
+        check_new_out(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
+    _hold(out)
+
+
+_HELD: list[int] = []  # the run folders this process holds, as open descriptors (released at exit)
+
+
+def _hold(out: Path) -> None:
+    """One run at a time in a folder: a second `tune pix2pix` with the same --out (or --resume) while
+    this one runs is refused instead of both writing into it."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TuneError(
+            f"{out} is in use by another `tune pix2pix`; wait for it, or choose another --out"
+        ) from None
+    _HELD.append(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,10 @@ from marstune.tuning.errors import TuneError
 from marstune.tuning.final.files import (
     Checkpoint,
     Export,
+    check_new_out,
     check_same_run,
     latest_run,
+    make_out,
     read_export,
     run_spec,
     write_json,
@@ -84,7 +85,7 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         plan = _plan(opts, console)
         out, epochs = _resolve_out(opts, plan.export.study, plan.spec.train.epochs, plan.settings)
         built = _build(opts, plan, epochs)
-        _make_out(out, opts.resume)
+        make_out(out, opts.resume)
         made = out
         return _train(opts, plan, built, out, console)
     except KeyboardInterrupt:
@@ -243,18 +244,6 @@ def _say_data(console: Console, export: Export, data: Prepared) -> None:
     )
 
 
-def check_new_out(out: Path) -> None:
-    """A new run goes into an empty or new folder only: checked before the data loads, and again
-    when the folder is made."""
-    if (out / "run.json").exists():
-        raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    above = next((p for p in out.absolute().parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise TuneError(f"--out {out}: {above} is a file, not a folder; choose another --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
-
-
 def _resolve_out(
     opts: FinalOptions, study: str, default_epochs: int, settings: dict[str, Any]
 ) -> tuple[Path, int]:
@@ -277,36 +266,6 @@ def _resolve_out(
     out = opts.out or RUNS / f"{study}-{stamp}"
     check_new_out(out)
     return out, opts.epochs or default_epochs
-
-
-def _make_out(out: Path, resume: bool) -> None:
-    """Create a new run's folder (checked again: another process may have taken it meanwhile) and hold it."""
-    if not resume:
-        check_new_out(out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TuneError(f"cannot create run folder {out}: {exc.strerror}; choose another --out") from None
-    _hold(out)
-
-
-_HELD: list[int] = []  # the run folders this process holds, as open descriptors (released at exit)
-
-
-def _hold(out: Path) -> None:
-    """One run at a time in a folder: a second `tune pix2pix` with the same --out (or --resume) while
-    this one runs is refused instead of both writing into it."""
-    import fcntl
-
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise TuneError(
-            f"{out} is in use by another `tune pix2pix`; wait for it, or choose another --out"
-        ) from None
-    _HELD.append(fd)
 
 
 def _finish(
