@@ -456,3 +456,12 @@ def test_an_interrupt_prints_a_resume_command_that_resumes(exported: Path) -> No
     _ok(run_tune(*command[1:], cwd=cwd))
     metrics = json.loads((cwd / "runs/int/metrics.json").read_text())
     assert [h["epoch"] for h in metrics["pix2pix"]["epochs"]] == [1, 2] and "unet" not in metrics
+
+
+def test_an_export_that_gives_a_key_twice_is_refused(exported: Path, tmp_path: Path) -> None:
+    from marstune.tuning.final.files import read_export
+
+    twice = tmp_path / "twice.yaml"  # a hand edit that appends a second `config:` (the last would win)
+    twice.write_text(exported.read_text() + "config: {loss: focal}\n")
+    with pytest.raises(SpecError, match=r"`config` is given twice; keep one"):
+        read_export(twice)
