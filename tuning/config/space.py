@@ -174,6 +174,12 @@ class Space:
     def grid_size(self) -> int:
         return math.prod(len(p.grid()) for p in self.params.values())
 
+    def distinct_configs(self) -> int | None:
+        """How many different configurations a sampler can draw; None when a float range makes it endless."""
+        if any(isinstance(p, Float) for p in self.params.values()):
+            return None
+        return math.prod(len(p.grid()) for p in self.params.values())
+
     def to_optuna(self) -> dict[str, Any]:
         """Optuna distributions, for `trial._suggest`-free sampling via `study.ask(fixed_distributions)`."""
         import optuna.distributions as d

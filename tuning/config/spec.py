@@ -370,6 +370,7 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
     except ModelConfigError as exc:
         raise SpecError(f"{exc} ({source}, baseline)") from None
     check_loss_space(space, full, f"{source}, space")
+    check_reachable(space, sections["search"], source)
     return Spec(study=study, space=space, baseline=full, raw=raw, **sections)
 
 
@@ -385,6 +386,17 @@ def check_study_name(name: Any, where: str = "--study") -> str:
             f"digit, got {shown} ({where})"
         )
     return name
+
+
+def check_reachable(space: Space, search: SearchSpec, source: str) -> None:
+    """A target above the number of configurations a small all-discrete space holds is never reached: the
+    sampler would only propose repeats until the study stops (the grid sampler's target is the grid)."""
+    distinct = space.distinct_configs()
+    if search.sampler != "grid" and distinct is not None and search.trials > distinct:
+        raise SpecError(
+            f"search.trials {search.trials} is more than the {distinct} configuration(s) the space holds "
+            f"({source}); pass --trials {distinct} or fewer, or widen the space"
+        )
 
 
 def check_one_loss(loss: Mapping[str, Any], baseline: Mapping[str, Any], source: str) -> None:

@@ -56,6 +56,10 @@ def test_overrides_apply_in_order_file_then_set_then_flags(tmp_path: Path) -> No
         ("train: {learning_rate: .nan}\n", "train.learning_rate: Input should be a finite number"),
         ("space: {focal_gamma: {type: float, low: 0.5, high: .inf}}\n", "`high` must be a finite number"),
         ("loss: {class_weight_exponent: 2.0}\n", "set loss.class_weight_exponent inside the space"),
+        (
+            "space: {kernel: {type: categorical, choices: [3, 5]}}\nsearch: {trials: 3}\n",
+            "search.trials 3 is more than the 2 configuration(s) the space holds",
+        ),
         ("study: 'bad name!'\n", "study name must be"),
     ],
 )
@@ -123,6 +127,7 @@ def test_the_loss_section_trains_every_trial_when_the_space_does_not_search_it(t
     path.write_text(
         "space: {kernel: {type: categorical, choices: [3, 5]}}\n"
         "loss: {name: weighted_crossentropy, class_weight_exponent: 1.0}\n"
+        "search: {trials: 2}\n"
     )
     spec = load_spec(path)
     config = spec.config_for({"kernel": 5})

@@ -71,7 +71,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--set",
             "objective.kind=analytic",
             "--trials",
-            "2",
+            "1",  # the one point of the space (more is refused: it could never be reached)
             "--study",
             "x",
             "--storage",
