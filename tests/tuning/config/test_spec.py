@@ -116,7 +116,10 @@ def test_a_dotted_set_changes_one_bound_of_the_space_and_a_section_set_replaces_
     assert narrowed.raw["space"]["levels"] == {**whole.raw["space"]["levels"], "low": 3}
     assert list(narrowed.space.params) == list(whole.space.params)  # the rest of the space is kept
     assert narrowed.baseline["levels"] == 3 and narrowed.baseline["kernel"] == whole.baseline["kernel"]
-    only = load_spec(REPO / "studies/unet.yaml", ["space={kernel: {type: categorical, choices: [3, 5]}}"])
+    only = load_spec(
+        REPO / "studies/unet.yaml",
+        ["space={kernel: {type: categorical, choices: [3, 5]}}", "search.trials=2"],
+    )
     assert list(only.space.params) == ["kernel"]
     with pytest.raises(SpecError, match="must be between 1 and 5"):
         load_spec(REPO / "studies/unet.yaml", ["space.levels.high=9"])
