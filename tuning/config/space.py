@@ -176,9 +176,8 @@ class Space:
 
     def distinct_configs(self) -> int | None:
         """How many different configurations a sampler can draw; None when a float range makes it endless."""
-        if any(isinstance(p, Float) for p in self.params.values()):
-            return None
-        return math.prod(len(p.grid()) for p in self.params.values())
+        sizes = [1 if isinstance(p, Float) and p.low == p.high else _size(p) for p in self.params.values()]
+        return None if None in sizes else math.prod(s for s in sizes if s is not None)
 
     def to_optuna(self) -> dict[str, Any]:
         """Optuna distributions, for `trial._suggest`-free sampling via `study.ask(fixed_distributions)`."""
@@ -193,6 +192,11 @@ class Space:
             else:
                 out[name] = d.FloatDistribution(p.low, p.high, log=p.log)
         return out
+
+
+def _size(param: Param) -> int | None:
+    """Distinct values of one parameter; None for a float range (endless)."""
+    return None if isinstance(param, Float) else len(param.grid())
 
 
 def parse_space(raw: Any, where: str = "space") -> Space:

@@ -8,8 +8,9 @@ printed at the start of a run and stored on the study, so any trial can be repro
 from __future__ import annotations
 
 import copy
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from marstune.models.settings import LOSS_NAMES
-from marstune.tuning.config.space import MODEL_KEYS, TUNABLE, Space, parse_space
+from marstune.tuning.config.space import LOSS_KEYS, MODEL_KEYS, TRAIN_KEYS, TUNABLE, Space, parse_space
 from marstune.tuning.errors import SpecError
 
 DEFAULT_SPEC_PATH = Path("studies/unet.yaml")
@@ -231,6 +232,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
         seen: set[object] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges a mapping in; its keys may be overridden on purpose
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -279,9 +282,9 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SpecError(f"--set expects key=value (e.g. --set train.epochs=3), got {item!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise SpecError(f"--set {item!r}: the value is not a plain YAML scalar or list") from None
+            value = safe_load_unique(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {item!r}: the value is not plain YAML{yaml_problem(exc)}") from None
         _nest(key.strip(), value, into=out, item=item)
     return out
 
@@ -350,14 +353,15 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
             f"`baseline` must give {list(MODEL_KEYS)}; missing {missing}, unknown {unknown} ({source})"
         )
     # The baseline is the seed's model with the spec's loss unless it names its own loss keys.
+    # So is a searched learning rate or batch size: the train section's, not a random draw.
     loss = sections["loss"].as_params()
-    check_one_loss(loss, baseline, source)
-    full = {**loss, **baseline}
+    check_one_loss(space, loss, baseline, source)
+    train = {k: getattr(sections["train"], k) for k in TRAIN_KEYS if k in space.params}
+    full = {**loss, **train, **baseline}
+    check_training_values(space, full, f"{source}, space")
     outside = [k for k, p in space.params.items() if k in full and not p.contains(full[k])]
     if outside:
-        given = [
-            f"loss.{'name' if k == 'loss' else k}" if k not in baseline else f"baseline.{k}" for k in outside
-        ]
+        given = [_set_by(k, baseline) for k in outside]
         raise SpecError(
             f"baseline values for {outside} lie outside the space ({source}); set {', '.join(given)} "
             "inside the space, or widen the space"
@@ -369,7 +373,6 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
         validate_config(baseline)
     except ModelConfigError as exc:
         raise SpecError(f"{exc} ({source}, baseline)") from None
-    check_loss_space(space, full, f"{source}, space")
     check_reachable(space, sections["search"], source)
     return Spec(study=study, space=space, baseline=full, raw=raw, **sections)
 
@@ -399,31 +402,64 @@ def check_reachable(space: Space, search: SearchSpec, source: str) -> None:
         )
 
 
-def check_one_loss(loss: Mapping[str, Any], baseline: Mapping[str, Any], source: str) -> None:
-    """A loss key changed in the `loss` section that the baseline also names, with another value, would
-    be silently overridden by the baseline (and in every trial when the space does not search it)."""
+def _set_by(key: str, baseline: Mapping[str, Any]) -> str:
+    """Where the baseline's value of `key` comes from: the baseline itself, or the loss/train section."""
+    if key in baseline:
+        return f"baseline.{key}"
+    if key == "loss":
+        return "loss.name"
+    return f"loss.{key}" if key in LOSS_KEYS else f"train.{key}"
+
+
+def check_one_loss(space: Space, loss: Mapping[str, Any], baseline: Mapping[str, Any], source: str) -> None:
+    """A loss key the baseline names with another value than the `loss` section would silently override
+    the section: in every trial when the space does not search it, in the baseline trial when the
+    section was changed from its default."""
     default = LossSpec.model_validate(DEFAULTS["loss"]).as_params()
-    clash = [k for k, v in loss.items() if v != default[k] and k in baseline and baseline[k] != v]
+    clash = [
+        k
+        for k, v in loss.items()
+        if k in baseline and baseline[k] != v and (v != default[k] or k not in space.params)
+    ]
     if clash:
         names = {k: f"loss.{'name' if k == 'loss' else k}" for k in clash}
         said = ", ".join(f"{names[k]} = {loss[k]!r} but baseline.{k} = {baseline[k]!r}" for k in clash)
         raise SpecError(f"{said} ({source}); set both to the same value, or drop it from the baseline")
 
 
-def check_loss_space(space: Space, baseline: Mapping[str, Any], where: str) -> None:
-    """The searched loss keys hold values the losses take (names, exponents and gammas >= 0)."""
-    from marstune.models.settings import LOSS_NAMES
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
+
+def _at_least(low: float, strict: bool = False) -> Callable[[object], bool]:
+    return lambda v: _finite(v) and (v > low if strict else v >= low)  # type: ignore[operator]
+
+
+# What a trial's loss and training keys may hold: checked on every choice and bound of the space and on
+# the baseline, so a bad value is one line before the study exists, not ten failed trials.
+_VALUE_RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "loss": (f"one of {', '.join(LOSS_NAMES)}", lambda v: v in LOSS_NAMES),
+    "class_weight_exponent": ("a finite number >= 0", _at_least(0)),
+    "focal_gamma": ("a finite number >= 0", _at_least(0)),
+    "learning_rate": ("a finite number > 0", _at_least(0, strict=True)),
+    "batch_size": (
+        "a whole number >= 1",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    ),
+}
+
+
+def check_training_values(space: Space, baseline: Mapping[str, Any], where: str) -> None:
+    """Every value the space can give a loss or training key, and the baseline's, is one it takes."""
     for name, param in space.params.items():
-        values = param.extremes()
-        if name == "loss" and not all(v in LOSS_NAMES for v in values):
-            raise SpecError(
-                f"`loss` choices must be among {list(LOSS_NAMES)}, got {list(values)} ({where}.loss)"
-            )
-        if name in ("class_weight_exponent", "focal_gamma") and min(values) < 0:
-            raise SpecError(f"`{name}` must be >= 0, got low {min(values)} ({where}.{name})")
-    if baseline.get("loss") not in LOSS_NAMES:
-        raise SpecError(f"baseline `loss` must be one of {list(LOSS_NAMES)}, got {baseline.get('loss')!r}")
+        if name in _VALUE_RULES:
+            what, ok = _VALUE_RULES[name]
+            bad = [v for v in param.extremes() if not ok(v)]
+            if bad:
+                raise SpecError(f"`{name}` values must be {what}, got {bad} ({where}.{name})")
+    for name, value in baseline.items():
+        if name in _VALUE_RULES and not _VALUE_RULES[name][1](value):
+            raise SpecError(f"baseline `{name}` must be {_VALUE_RULES[name][0]}, got {value!r} ({where})")
 
 
 def check_buildable(space: Space, baseline: Mapping[str, Any], where: str) -> None:

@@ -56,6 +56,29 @@ def test_overrides_apply_in_order_file_then_set_then_flags(tmp_path: Path) -> No
         ("train: {learning_rate: .nan}\n", "train.learning_rate: Input should be a finite number"),
         ("space: {focal_gamma: {type: float, low: 0.5, high: .inf}}\n", "`high` must be a finite number"),
         ("loss: {class_weight_exponent: 2.0}\n", "set loss.class_weight_exponent inside the space"),
+        ("space: {learning_rate: {type: float, low: -1.0, high: 0.01}}\n", "`learning_rate` values must be"),
+        ("space: {batch_size: {type: categorical, choices: [0, 8]}}\n", "got [0]"),
+        (
+            "space: {focal_gamma: {type: categorical, choices: [.inf, 2.0]}}\n",
+            "a finite number >= 0, got [inf]",
+        ),
+        (
+            "baseline: {base_filters: 16, levels: 4, kernel: 3, dropout: 0.2, activation: relu,\n"
+            "  batch_size: 0}\n"
+            "space: {batch_size: {type: categorical, choices: [8, 16]}}\n",
+            "baseline `batch_size` must be a whole number >= 1, got 0",
+        ),
+        (
+            "space: {dropout: {type: float, low: 0.2, high: 0.2}}\nsearch: {trials: 2}\n",
+            "search.trials 2 is more than the 1 configuration(s)",
+        ),
+        (
+            "loss: {name: crossentropy}\nsearch: {trials: 2}\n"
+            "space: {kernel: {type: categorical, choices: [3, 5]}}\n"
+            "baseline: {base_filters: 16, levels: 4, kernel: 3, dropout: 0.2, activation: relu,\n"
+            "  loss: focal}\n",
+            "loss.name = 'crossentropy' but baseline.loss = 'focal'",
+        ),
         (
             "space: {kernel: {type: categorical, choices: [3, 5]}}\nsearch: {trials: 3}\n",
             "search.trials 3 is more than the 2 configuration(s) the space holds",
@@ -149,3 +172,18 @@ def test_a_parameter_set_as_a_mapping_replaces_its_definition() -> None:
     spec = load_spec(REPO / "studies/unet.yaml", ["space.focal_gamma={type: categorical, choices: [1, 2]}"])
     assert spec.raw["space"]["focal_gamma"] == {"type": "categorical", "choices": [1, 2]}
     assert spec.raw["space"]["levels"] == DEFAULTS["space"]["levels"]
+
+
+def test_a_searched_learning_rate_starts_from_the_train_section_and_merge_keys_work(tmp_path: Path) -> None:
+    searched = load_spec(None, ["space.learning_rate={type: float, low: 0.0001, high: 0.01, log: true}"])
+    assert searched.baseline["learning_rate"] == 0.001  # the baseline trial's, not a random draw
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "space:\n  dropout: {<<: &d {type: float, low: 0.0, high: 0.5}, high: 0.3}\n  kernel: {<<: *d}\n"
+    )
+    with pytest.raises(SpecError, match="kernel"):  # merged in, then refused as a float kernel
+        load_spec(path)
+    path.write_text("space:\n  dropout: {<<: {type: float, low: 0.0}, high: 0.3}\n")
+    assert load_spec(path).raw["space"]["dropout"] == {"type": "float", "low": 0.0, "high": 0.3}
+    with pytest.raises(SpecError, match="`epochs` is given twice"):
+        load_spec(None, ["train={epochs: 1, epochs: 2}"])
