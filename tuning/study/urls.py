@@ -7,11 +7,13 @@ remembers the secrets of the URL in use, so a driver's message quoting one is ma
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marstune.tuning.errors import StorageError, redact, remember_secrets
+from marstune.tuning.outputs import DATABASE_COMPANIONS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -21,9 +23,10 @@ __all__ = ["redact"]  # study.urls is where URL code looks for it; errors.py own
 DEFAULT_STORAGE = "sqlite:///studies/tune.db"
 STORAGE_ENV = "TUNE_STORAGE"
 SCHEMES = ("sqlite", "postgresql+psycopg", "mysql+pymysql")
-# The query parameters SQLAlchemy's pysqlite driver passes on. Not `uri=true`: with it the "path" is an
-# SQLite URI (file:...?mode=ro), which the WAL set-up, the claim lock and the output checks cannot follow.
-SQLITE_QUERY_KEYS = ("timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements")
+# The one query parameter a SQLite URL may carry: how long a writer waits for the lock. The driver's
+# others are not needed here, and `uri=true` would make the "path" an SQLite URI (file:...?mode=ro) that
+# the WAL set-up, the claim lock and the output checks cannot follow.
+SQLITE_QUERY = "timeout"
 
 
 def resolve_url(url: str | None) -> str:
@@ -52,8 +55,6 @@ def sqlite_path(url: str) -> Path | None:
 
 def sqlite_files(url: str) -> list[Path]:
     """The database file and the files SQLite and the claim keep beside it: what no output may replace."""
-    from marstune.tuning.outputs import DATABASE_COMPANIONS
-
     path = sqlite_path(url)
     if path is None:
         return []
@@ -121,18 +122,43 @@ def _check_sqlite_url(url: str, shown: str) -> None:
             f"storage URL {shown!r} has a user, password or host part, which SQLite URLs do not take; "
             f"write sqlite:///{parsed.database or 'path/to/file.db'}"
         )
-    ignored = sorted(set(parsed.query) - set(SQLITE_QUERY_KEYS))
-    if ignored:
-        # SQLAlchemy would only warn and drop them (a `password=` would seem to protect the file).
+    _check_sqlite_query(url, shown)
+    path = sqlite_path(url)
+    if path is not None and path.name.endswith(DATABASE_COMPANIONS):
+        # A database's -wal/-shm/-journal or claim lock: made a database of its own, the next open of
+        # the real one would delete or clobber it.
         raise StorageError(
-            f"storage URL {shown!r} has query parameter(s) SQLite does not take: {', '.join(ignored)}; "
-            f"remove them (SQLite URLs take only {', '.join(SQLITE_QUERY_KEYS)})"
+            f"storage URL {shown!r} names {path.name}, the kind of file SQLite or the claim keeps beside a "
+            f"database; name the database itself (e.g. sqlite:///{path.parent / 'tune.db'})"
         )
     if sqlite_path(url) is None:
         raise StorageError(
             f"storage URL {shown!r} is an in-memory database: nothing would persist; "
             "use sqlite:///path/to/file.db"
         )
+
+
+def _check_sqlite_query(url: str, shown: str) -> None:
+    """At most `?timeout=SECONDS`, once, with a number: SQLAlchemy would drop other keys with a warning
+    (a `password=` would seem to protect the file), read `a?b.db` as the file `a`, and fail late with a
+    traceback on a repeated or non-numeric timeout, after creating the file."""
+    from urllib.parse import parse_qsl
+
+    _, mark, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True) if mark else []
+    keys = [k for k, _ in pairs]
+    bad = sorted({k for k in keys if k != SQLITE_QUERY} | ({"(empty)"} if mark and not pairs else set()))
+    fix = f"SQLite URLs take only ?{SQLITE_QUERY}=SECONDS (a '?' in a file name must be written %3F)"
+    if bad or len(keys) > 1:
+        what = f"query parameter(s) {', '.join(bad)}" if bad else f"{SQLITE_QUERY} more than once"
+        raise StorageError(f"storage URL {shown!r} has {what}; {fix}")
+    if pairs:
+        try:
+            seconds = float(pairs[0][1])
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise StorageError(f"storage URL {shown!r}: timeout must be a number of seconds >= 0; {fix}")
 
 
 def preflight(url: str, *, create: bool) -> None:
