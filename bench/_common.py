@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,10 @@ def workdir(prefix: str) -> Iterator[Path]:
 
 
 def sqlite_url(folder: Path, name: str = "bench.db") -> str:
-    return f"sqlite:///{folder / name}"
+    """The URL of a database file in `folder`, percent-encoded (a folder named `k x` or `k?x`)."""
+    from urllib.parse import quote
+
+    return f"sqlite:///{quote(str(folder / name))}"
 
 
 def _pg_admin(sql: str) -> None:
@@ -158,15 +161,24 @@ def proc_memory_mb(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def at_least_int(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return at_least_int(1)(text)
 
 
 def refuse_same_file(out: Path, flag: str, *inputs: tuple[Path, str]) -> None:

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO, machine_state, positive_int, say
+from bench._common import REPO, at_least_int, machine_state, positive_int, say, sqlite_url
 from marstune.models.settings import LOSS_NAMES
 
 SEEDS = (0, 1, 2)
@@ -46,7 +46,7 @@ def search(folder: Path, items: int, epochs: int, trials: int) -> dict[str, Any]
         f"data: {{synthetic_items: {items}}}\n"
         f"search: {{sampler: tpe, pruner: none, trials: {trials}, keep_models: 0}}\n"
     )
-    url = f"sqlite:///{folder / 'losses.db'}"
+    url = sqlite_url(folder, "losses.db")
     run = [
         sys.executable,
         "-m",
@@ -102,7 +102,7 @@ def _cell(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.losses", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--items", type=positive_int, default=660, help="synthetic pairs (~634 after cleaning)"
+        "--items", type=at_least_int(8), default=660, help="synthetic pairs (~634 after cleaning)"
     )
     parser.add_argument("--epochs", type=positive_int, default=20, help="the same budget for every training")
     parser.add_argument("--trials", type=positive_int, default=8, help="trials of the loss search")

@@ -32,6 +32,7 @@ def _digest(path: Path) -> str:
         (["record", "--chunk", "0"], "must be >= 1"),
         (["search", "--seeds", "0"], "must be >= 1"),
         (["losses", "--epochs", "0"], "must be >= 1"),
+        (["losses", "--items", "4"], "must be >= 8"),
         (["losses", "--keep", "{tmp}"], "exists; name a new folder"),
     ],
 )
