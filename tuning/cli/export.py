@@ -90,6 +90,7 @@ def export_best(
             )
         check_output(model_path, inputs=inputs)
         _refuse_kept_models_folder(url, (path, model_path))
+        _refuse_non_export(path)  # last: the checks above say more about where the file lies
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
         winner, checked = None, None
         if recheck:
@@ -109,6 +110,8 @@ def export_best(
         if model is None:
             found = best_kept(url, name, exported["trial"])
             model = found.path if found is not None else None
+        if out is not None:  # again: a re-check takes long, and another hand may have written it meanwhile
+            _refuse_non_export(path)
         if out is None:
             path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
         if model is not None:  # the trial's own best-epoch weights (at the re-check budget if re-checked)
@@ -127,6 +130,28 @@ def export_best(
                 "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
             )
         typer.echo(str(path))
+
+
+def _refuse_non_export(path: Path) -> None:
+    """An existing --out is replaced only when it is an earlier export: a study spec or any other file
+    given by mistake must not be lost. Read with the safe reader only (never yaml.load)."""
+    import yaml
+
+    from marstune.tuning.config.spec import safe_load_unique
+    from marstune.tuning.errors import OutputError
+    from marstune.tuning.study.export import EXPORT_KIND
+
+    if not path.is_file():  # new (check_output already refused a folder or a database)
+        return
+    try:
+        raw = safe_load_unique(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = None
+    if not (isinstance(raw, dict) and raw.get("kind") == EXPORT_KIND):
+        raise OutputError(
+            f"--out {path} exists and is not a best-config export; nothing was written: "
+            "choose another --out (or delete it first)"
+        )
 
 
 def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:

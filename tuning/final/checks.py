@@ -18,6 +18,7 @@ from typing import Any
 from marstune.models.settings import LOSS_NAMES
 from marstune.tuning.config.space import TUNABLE
 from marstune.tuning.config.spec import check_study_name
+from marstune.tuning.constants import CLASS_NAMES
 from marstune.tuning.errors import SpecError
 
 # The top-level keys of an export: what study/export.best_export writes, and what `tune export-best`
@@ -54,6 +55,10 @@ def check_keys(raw: Mapping[str, Any], path: Path) -> None:
         _known(raw["config"], CONFIG_KEYS, "under `config:`", path)
     if isinstance(raw.get("data"), Mapping):
         _known(raw["data"], DATA_KEYS, "under `data:`", path)
+    if isinstance(raw.get("params"), Mapping):  # the trial's sampled values: searchable keys only
+        _known(raw["params"], TUNABLE, "under `params:`", path)
+    if isinstance(raw.get("per_class_iou"), Mapping):
+        _known(raw["per_class_iou"], CLASS_NAMES, "under `per_class_iou:`", path)
 
 
 def _known(section: Mapping[str, Any], allowed: Sequence[str], where: str, path: Path) -> None:
@@ -84,8 +89,11 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
     trial = raw.get("trial", -1)
     if not _is_int(trial):
         raise SpecError(f"--config {path}: `trial` must be an integer, got {trial!r}; {_fix(path)}")
-    if not _is_real(raw.get("value", math.nan)):
-        raise SpecError(f"--config {path}: `value` must be a number, got {raw.get('value')!r}; {_fix(path)}")
+    value = raw.get("value", 0.0)
+    if not (_is_real(value) and math.isfinite(value)):
+        raise SpecError(f"--config {path}: `value` must be a finite number, got {value!r}; {_fix(path)}")
+    _check_params(raw.get("params", {}), path)
+    _check_per_class(raw.get("per_class_iou"), path)
     data = raw.get("data", {})
     if not isinstance(data, Mapping):
         raise SpecError(f"--config {path}: `data` must be a mapping, got {data!r}; {_fix(path)}")
@@ -94,6 +102,37 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
     if not isinstance(raw.get("model"), str | None):
         raise SpecError(f"--config {path}: `model` must be a file name or null; {_fix(path)}")
     _check_config(raw["config"], path)
+
+
+def _check_params(params: Any, path: Path) -> None:
+    """The trial's sampled values (no run reads them; people do): plain finite scalars."""
+    if not isinstance(params, Mapping):
+        raise SpecError(f"--config {path}: `params` must be a mapping, got {params!r}; {_fix(path)}")
+    for key, value in params.items():
+        if isinstance(value, str | bool) or (_is_real(value) and math.isfinite(value)):
+            continue
+        raise SpecError(
+            f"--config {path}: `params.{key}` must be a finite number, a string or a boolean, "
+            f"got {value!r}; {_fix(path)}"
+        )
+
+
+def _check_per_class(ious: Any, path: Path) -> None:
+    """The trial's per-class IoU: each a finite number in [0, 1], or null for a class never seen."""
+    if ious is None:
+        return
+    if not isinstance(ious, Mapping):
+        raise SpecError(
+            f"--config {path}: `per_class_iou` must be a mapping of class -> IoU or null, got {ious!r}; "
+            f"{_fix(path)}"
+        )
+    for name, value in ious.items():
+        if value is None or (_is_real(value) and math.isfinite(value) and 0 <= value <= 1):
+            continue
+        raise SpecError(
+            f"--config {path}: `per_class_iou.{name}` must be a finite number in [0, 1] or null, "
+            f"got {value!r}; {_fix(path)}"
+        )
 
 
 def _check_config(config: Mapping[str, Any], path: Path) -> None:

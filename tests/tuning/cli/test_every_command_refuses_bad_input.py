@@ -71,6 +71,8 @@ CASES: list[tuple[str, ...]] = [
     ("export-best", "--storage", DB, "--study", "s", "--out", "adir"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "missing/folder/best.yaml"),
     ("export-best", "--storage", DB, "--study", "s", "--out", "best.keras"),  # the model's own name
+    ("export-best", "--storage", DB, "--study", "s", "--out", "spec.yaml"),  # not an export: kept
+    ("export-best", "--storage", DB, "--study", "s", "--out", "notes.txt"),
     ("export-best", "--storage", DB, "--study", "nosuch"),
     ("export-best", "--storage", DB, "--study", ""),
     ("export-best", "--storage", DB, "--study", "é" * 128),

@@ -114,12 +114,21 @@ def test_outputs_never_overwrite_inputs_or_databases(tmp_path: Path) -> None:
         "does not exist",
     )
     assert _folder_state(tmp_path) == before  # nothing written, no stray temporary file
-    existing = tmp_path / "best.yaml"
-    existing.write_text("old\n")
+    spec = tmp_path / "spec.yaml"  # a hand-written file given as --out by mistake: refused, untouched
+    spec.write_text("train: {epochs: 2}\n")
+    _one_error_line(
+        run_tune("export-best", "--storage", url, "--study", "s", "--out", "spec.yaml", cwd=tmp_path),
+        "--out spec.yaml exists and is not a best-config export; nothing was written: choose another --out",
+    )
+    assert spec.read_text() == "train: {epochs: 2}\n"
+    spec.unlink()
+    existing = tmp_path / "best.yaml"  # an earlier export is replaced, keeping its mode
+    existing.write_text("kind: tune/best-config\nold: true\n")
     existing.chmod(0o644)
     r = run_tune("export-best", "--storage", url, "--study", "s", "--out", "best.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(existing.stat().st_mode) == 0o644 and "tune/best-config" in existing.read_text()
+    assert "old: true" not in existing.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "adir",
         "best.yaml",

@@ -387,6 +387,15 @@ BAD_EXPORTS = {
     "loss-list": ({"loss": ["focal"]}, {}, ("`config.loss`", "['focal']")),
     "unknown-config-key": ({"lossy": 1}, {}, ("`lossy` under `config:`", "allowed there: ", "lambda")),
     "top-level-typo": ({}, {"lamda": 5}, ("`lamda` at the top level", "did you mean `config.lambda`?")),
+    "nan-value": ({}, {"value": math.nan}, ("`value` must be a finite number", "nan")),
+    "text-value": ({}, {"value": "high"}, ("`value` must be a finite number", "'high'")),
+    "unknown-param": ({}, {"params": {"lamda": 3}}, ("`lamda` under `params:`", "allowed there: ")),
+    "nan-param": ({}, {"params": {"focal_gamma": math.nan}}, ("`params.focal_gamma`", "nan")),
+    "params-list": ({}, {"params": [1]}, ("`params` must be a mapping", "[1]")),
+    "nan-class-iou": ({}, {"per_class_iou": {"soil": math.nan}}, ("`per_class_iou.soil`", "[0, 1]", "nan")),
+    "class-iou-above-one": ({}, {"per_class_iou": {"sand": 1.5}}, ("`per_class_iou.sand`", "1.5")),
+    "unknown-class": ({}, {"per_class_iou": {"rocks": 0.5}}, ("`rocks` under `per_class_iou:`", "big_rock")),
+    "class-iou-list": ({}, {"per_class_iou": [0.5]}, ("`per_class_iou` must be a mapping", "[0.5]")),
 }
 
 
