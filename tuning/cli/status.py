@@ -39,6 +39,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
     A GROUP BY and one indexed join per study, read straight from Optuna's tables (study/tables.py):
     a study of 10,000 trials answers in milliseconds, with no Optuna import.
     """
+    from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
 
     rows = []
@@ -57,7 +58,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
                     "study": name,
                     "sampler": spec.get("search", {}).get("sampler"),
                     "target": attrs.get("target_trials"),
-                    **tables.state_counts(conn, sid),
+                    **trial_counts(conn, sid),
                     "best_value": None if best is None else best[2],
                     "best_trial": None if best is None else best[1],
                     "trend": sparkline([value for _, value in completed]),
@@ -109,6 +110,7 @@ def status(
         "complete",
         "pruned",
         "fail",
+        "skipped",
         "running",
         "waiting",
         "target",
@@ -129,7 +131,7 @@ def status(
         table.add_row(
             r["study"],
             str(r["sampler"] or "-"),
-            *(str(r[k]) for k in ("complete", "pruned", "fail", "running", "waiting")),
+            *(str(r[k]) for k in ("complete", "pruned", "fail", "skipped", "running", "waiting")),
             str(r["target"] or "-"),
             best,
             "-" if r["best_trial"] is None else str(r["best_trial"]),

@@ -33,11 +33,12 @@ def _shown(value: Any) -> str:
 
 def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
     """The study's state after a run: target, trials by state, the best trial and its params."""
+    from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
 
     with tables.reading(url, wait=True) as conn:
         sid = tables.study_id(conn, study)
-        states = tables.state_counts(conn, sid)
+        states = trial_counts(conn, sid)
         best = tables.best_trial_id(conn, sid)
         attrs = tables.study_user_attrs(conn, sid)
         params = tables.trial_params(conn, best[0]) if best else {}
@@ -64,9 +65,11 @@ def print_summary(url: str, study: str, seconds: float, *, json_: bool = False) 
     from rich.table import Table
 
     states = ", ".join(f"{n} {s}" for s, n in result["states"].items() if n)
-    table = Table(
-        title=f"study {study}: {result['finished']}/{result['target']} finished", title_justify="left"
-    )
+    finished, target = result["finished"], result["target"]
+    # a target lowered below what an earlier run finished reads "12 (target 6) finished", not "12/6"
+    lowered = target is not None and finished > target
+    progress = f"{finished} (target {target})" if lowered else f"{finished}/{target}"
+    table = Table(title=f"study {study}: {progress} finished", title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", no_wrap=False)
     best = result["best_value"]

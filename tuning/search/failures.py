@@ -18,9 +18,18 @@ from marstune.tuning.study.outage import retrier_of
 
 if TYPE_CHECKING:
     import optuna
+    import sqlalchemy
 
 MAX_FAILS_IN_A_ROW = 10
 NOT_COUNTED = (FailKind.INTERRUPTED, FailKind.DUPLICATE, FailKind.SURPLUS)
+
+
+def trial_counts(conn: sqlalchemy.Connection, sid: int) -> dict[str, int]:
+    """Trials by state, lower-case, with FAIL split in two: `fail` the configurations that failed and
+    `skipped` the FAIL trials that were not theirs (interrupted, duplicate, surplus: NOT_COUNTED)."""
+    counts = tables.state_counts(conn, sid)
+    skipped = tables.fails_of_kinds(conn, sid, [str(kind) for kind in NOT_COUNTED])
+    return {**counts, "fail": counts["fail"] - skipped, "skipped": skipped}
 
 
 def streak(recent: list[tuple[str, str | None, str | None]]) -> tuple[int, str]:

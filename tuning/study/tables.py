@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +139,15 @@ def state_counts(conn: sqlalchemy.Connection, sid: int) -> dict[str, int]:
     for state, n in _rows(conn, sql, sid=sid):
         counts[str(state).lower()] = int(n)
     return counts
+
+
+def fails_of_kinds(conn: sqlalchemy.Connection, sid: int, kinds: Sequence[str]) -> int:
+    """How many of the study's FAIL trials carry one of these fail kinds (FAIL_KIND_ATTR)."""
+    sql = (
+        "SELECT k.value_json FROM trials t JOIN trial_system_attributes k"
+        " ON k.trial_id = t.trial_id AND k.key = :kind WHERE t.study_id = :sid AND t.state = 'FAIL'"
+    )
+    return sum(json.loads(found) in kinds for (found,) in _rows(conn, sql, sid=sid, kind=FAIL_KIND_ATTR))
 
 
 def completed_values(conn: sqlalchemy.Connection, sid: int) -> list[tuple[int, float]]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pytest
 
 from marstune.tuning.cli.status import _BARS, sparkline
 from marstune.tuning.study.storage import open_storage
@@ -47,3 +48,32 @@ def test_status_trend_rises_for_an_improving_study(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     line = next(ln for ln in table.stdout.splitlines() if "improving" in ln)
     assert rows["improving"]["trend"] in line and "0.9000" in line
+
+
+def test_duplicates_and_interrupts_are_not_counted_as_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A duplicate the sampler proposed or a Ctrl-C is no failure of a configuration: status and the
+    end-of-run summary count them apart (`skipped`), and a lowered target reads "4 (target 2)"."""
+    from optuna.trial import TrialState
+
+    from marstune.tuning.cli.status import study_rows
+    from marstune.tuning.cli.summary import print_summary
+    from marstune.tuning.study import tables
+    from marstune.tuning.study.lifecycle import FailKind
+
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    _study(url, "mixed", [0.2, 0.4])
+    study = optuna.load_study(study_name="mixed", storage=open_storage(url))
+    study.set_user_attr("target_trials", 1)
+    for kind in (FailKind.DUPLICATE, FailKind.INTERRUPTED, FailKind.ERROR, None):
+        system = {} if kind is None else {tables.FAIL_KIND_ATTR: str(kind)}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs=system))
+    (row,) = study_rows(url, "mixed")
+    assert (row["complete"], row["fail"], row["skipped"]) == (2, 2, 2), row
+    shown = run_tune("status", "--storage", url, cwd=tmp_path, timeout=120)
+    assert shown.returncode == 0 and "skipped" in shown.stdout, shown.stderr
+    capsys.readouterr()
+    result = print_summary(url, "mixed", 1.0)
+    assert result["states"]["fail"] == 2 and result["states"]["skipped"] == 2
+    assert "study mixed: 2 (target 1) finished" in capsys.readouterr().out
