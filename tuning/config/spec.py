@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator
 
 from marstune.models.settings import LOSS_NAMES
 from marstune.tuning.config.space import LOSS_KEYS, MODEL_KEYS, TRAIN_KEYS, TUNABLE, Space, parse_space
@@ -175,7 +175,7 @@ class ObjectiveSpec(_Section):
     kind: Literal["unet", "analytic", "replay"]
     surrogate: str
     sleep: float = Field(ge=0)
-    fail_trials: list[int]
+    fail_trials: list[StrictInt]  # strict: `[true]` is a slip, not trial 1
     fail_every_attempt: bool
     noise: float = Field(ge=0, le=0.2)
 
@@ -222,7 +222,9 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{at}: {problem}"
+    # a !!python/... tag is refused by design: say so, and only then
+    tags = "; only plain YAML is read (no !!tags)" if "constructor for the tag" in problem else ""
+    return f"{at}: {problem}{tags}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -265,7 +267,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raw = safe_load_unique(text)
     except yaml.YAMLError as exc:
         raise SpecError(
-            f"{path}: not valid YAML{yaml_problem(exc)}; only plain YAML (no !!tags) is read"
+            f"{path}: not valid YAML{yaml_problem(exc)}; fix the file, or pass --spec PATH"
         ) from None
     if raw is None:
         return {}
@@ -502,6 +504,10 @@ def load_spec(
     for dotted, value in (flags or {}).items():
         if value is not None:
             raw = _merge(raw, _nest(dotted, value), f"flag for {dotted}")
+    # An error names where the bad value came from: the file, and the --set keys and flags on top of it.
+    given = [f"--set {item.partition('=')[0].strip()}" for item in overrides]
+    given += [f"the flag for {dotted}" for dotted, value in (flags or {}).items() if value is not None]
+    source = f"{source} with {', '.join(given)}" if given else source
     if raw["objective"].get("kind") == "replay" and isinstance(raw["objective"].get("surrogate"), str):
         # Resolved here, once: Ray trials, workers and `export-best --recheck` run in other folders.
         raw["objective"]["surrogate"] = str(Path(raw["objective"]["surrogate"]).absolute())

@@ -53,9 +53,7 @@ def read_export(path: Path) -> Export:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"--config {path} cannot be read ({exc}); {fix}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(
-            f"--config {path} is not plain YAML{yaml_problem(exc)} (no !!tags are read); {fix}"
-        ) from None
+        raise SpecError(f"--config {path} is not plain YAML{yaml_problem(exc)}; {fix}") from None
     kind = raw.get("kind") if isinstance(raw, dict) else None
     if kind != EXPORT_KIND:
         looks = " (it looks like a study spec: that goes to `tune run --spec`)" if _is_spec(raw) else ""
