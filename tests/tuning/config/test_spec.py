@@ -105,6 +105,15 @@ def test_set_values_are_yaml_scalars_and_malformed_sets_are_refused() -> None:
         parse_set(["train.epochs"])
 
 
+def test_an_error_from_a_set_names_the_set_and_a_bool_is_no_trial_number() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(REPO / "studies/unet.yaml", ["objective.fail_trials=[true]"], {"search.trials": 3})
+    said = str(info.value)
+    assert "fail_trials" in said and "with --set objective.fail_trials, the flag for search.trials" in said
+    assert "!!tags" not in said
+    assert load_spec(None, ["objective.fail_trials=[0, 2]"]).objective.fail_trials == [0, 2]
+
+
 def test_stored_spec_round_trips() -> None:
     spec = load_spec(REPO / "studies/unet.yaml", ["train.epochs=2"])
     again = spec_from_stored(spec.raw)
