@@ -22,6 +22,9 @@ TRAIN_KEYS = ("learning_rate", "batch_size")
 # section gives the values when a study does not search them.
 LOSS_KEYS = ("loss", "class_weight_exponent", "focal_gamma")
 TUNABLE = MODEL_KEYS + TRAIN_KEYS + LOSS_KEYS
+# The build_loss argument each loss key sets; models/settings.LOSS_PARAMETERS says which loss reads it.
+_LOSS_ARGUMENT = {"class_weight_exponent": "class_weights", "focal_gamma": "focal_gamma"}
+_ENUMERABLE = 100_000  # spaces up to this size are counted point by point (a larger one is never reached)
 
 Scalar = int | float | str | bool
 
@@ -169,15 +172,32 @@ class Space:
                 axes.append(self.params[name].grid())
             except SpecError as exc:
                 raise SpecError(f"{exc} (space.{name})") from None
-        return [dict(zip(names, point, strict=True)) for point in itertools.product(*axes)]
+        points: list[dict[str, Scalar]] = []
+        seen: set[tuple[tuple[str, Scalar], ...]] = set()
+        for values in itertools.product(*axes):
+            point = dict(zip(names, values, strict=True))
+            trains = tuple(trained_as(point).items())
+            if trains not in seen:  # crossentropy x focal_gamma [1, 3] is one configuration
+                seen.add(trains)
+                points.append(point)
+        return points
 
     def grid_size(self) -> int:
-        return math.prod(len(p.grid()) for p in self.params.values())
+        return len(self.grid())
 
     def distinct_configs(self) -> int | None:
         """How many different configurations a sampler can draw; None when a float range makes it endless."""
-        sizes = [1 if isinstance(p, Float) and p.low == p.high else _size(p) for p in self.params.values()]
-        return None if None in sizes else math.prod(s for s in sizes if s is not None)
+        found = [_values(p) for p in self.params.values()]
+        axes = [a for a in found if a is not None]
+        if len(axes) < len(found):
+            return None
+        count = math.prod(len(a) for a in axes)
+        if "loss" not in self.params or count > _ENUMERABLE:
+            return count
+        # crossentropy x focal_gamma [1, 3] is one configuration: count what trains (trained_as)
+        names = list(self.params)
+        points = (dict(zip(names, values, strict=True)) for values in itertools.product(*axes))
+        return len({tuple(trained_as(point).items()) for point in points})
 
     def to_optuna(self) -> dict[str, Any]:
         """Optuna distributions, for `trial._suggest`-free sampling via `study.ask(fixed_distributions)`."""
@@ -194,9 +214,23 @@ class Space:
         return out
 
 
-def _size(param: Param) -> int | None:
-    """Distinct values of one parameter; None for a float range (endless)."""
-    return None if isinstance(param, Float) else len(param.grid())
+def trained_as(point: Mapping[str, Any]) -> dict[str, Any]:
+    """What a configuration trains: its keys less a loss key its loss does not read, so crossentropy
+    with focal_gamma 1 and with focal_gamma 3 are one configuration (the grid runs it once; a sampler's
+    second draw of it is a duplicate)."""
+    from marstune.models.settings import LOSS_PARAMETERS  # no Keras: the names only
+
+    reads = LOSS_PARAMETERS.get(point["loss"], ()) if isinstance(point.get("loss"), str) else None
+    if reads is None:
+        return dict(point)
+    return {k: v for k, v in point.items() if k not in _LOSS_ARGUMENT or _LOSS_ARGUMENT[k] in reads}
+
+
+def _values(param: Param) -> tuple[Scalar, ...] | None:
+    """The values of one parameter; None for a float range (endless), one value when low == high."""
+    if isinstance(param, Float):
+        return (param.low,) if param.low == param.high else None
+    return param.grid()
 
 
 def parse_space(raw: Any, where: str = "space") -> Space:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from marstune.tuning.config.space import trained_as
 from marstune.tuning.config.spec import Spec, spec_from_stored
 from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import SpecError
@@ -77,7 +78,8 @@ def initial_trials(spec: Spec) -> list[dict[str, Any]]:
     if spec.search.sampler != "grid":
         return [baseline]
     points = spec.space.grid()
-    return [baseline] + [p for p in points if p != baseline] if baseline in points else points
+    others = [p for p in points if trained_as(p) != trained_as(baseline)]
+    return [baseline, *others] if len(others) < len(points) else points
 
 
 def _flat(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -291,11 +293,13 @@ def worker_name() -> str:
 
 
 def duplicates_of(study: optuna.Study, params: Mapping[str, Any], number: int) -> int | None:
-    """The number of a finished or running trial with exactly these params (other than `number`)."""
+    """The number of a finished or running trial that trains these params (other than `number`): the
+    same values, or the same but for a loss key their loss does not read (space.trained_as)."""
     from optuna.trial import TrialState
 
     alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    wanted = trained_as(params)
     for t in study.get_trials(deepcopy=False, states=alive):
-        if t.number != number and t.params == dict(params):
+        if t.number != number and trained_as(t.params) == wanted:
             return t.number
     return None

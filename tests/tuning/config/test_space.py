@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from marstune.tuning.config.space import Categorical, Float, Int, parse_space
+from marstune.tuning.config.space import Categorical, Float, Int, parse_space, trained_as
 from marstune.tuning.errors import SpecError
 
 
@@ -64,3 +64,24 @@ def test_to_optuna_matches_the_definition() -> None:
 def test_bad_parameters_are_refused(raw: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_space(raw)
+
+
+def test_a_loss_key_its_loss_does_not_read_makes_no_new_configuration() -> None:
+    losses = {"type": "categorical", "choices": ["crossentropy", "focal", "weighted_crossentropy"]}
+    rest = {
+        "class_weight_exponent": {"type": "categorical", "choices": [0.5, 1.0]},
+        "levels": {"type": "int", "low": 3, "high": 4},
+    }
+    gammas = {"type": "float", "low": 1.0, "high": 3.0, "grid": [1.0, 3.0]}
+    space = parse_space({"loss": losses, "focal_gamma": gammas, **rest})
+    grid = space.grid()
+    # crossentropy: 2 levels; focal: 2 gammas x 2 exponents x 2 levels; weighted: 2 exponents x 2 levels
+    assert len(grid) == space.grid_size() == 2 + 8 + 4
+    assert len({tuple(sorted(trained_as(p).items())) for p in grid}) == len(grid)
+    assert all(space.contains(p) for p in grid)
+    plain = {"loss": "crossentropy", "levels": 3}
+    assert trained_as({**plain, "focal_gamma": 3.0}) == plain
+    assert trained_as({"focal_gamma": 3.0}) == {"focal_gamma": 3.0}  # no loss searched: nothing dropped
+    gammas = {"type": "categorical", "choices": [1.0, 3.0]}
+    discrete = parse_space({"loss": losses, "focal_gamma": gammas, **rest})
+    assert discrete.distinct_configs() == 2 + 8 + 4

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 import time
@@ -63,6 +64,12 @@ class _Fatal(kt.errors.FatalError):
 
 def to_hyperparameters(space: Space, baseline: dict[str, Any], grid: bool = False) -> kt.HyperParameters:
     """The ONE space as Keras Tuner HyperParameters: same names and inclusive bounds, baseline defaults."""
+    if grid and space.grid_size() < math.prod(len(p.grid()) for p in space.params.values()):
+        # Keras Tuner's grid walks the whole product: it would train crossentropy once per focal_gamma.
+        raise SpecError(
+            "a grid over the loss with keys only some losses read (focal_gamma, class_weight_exponent) "
+            "runs on --engine optuna, which trains each configuration once; or search them with --sampler tpe"
+        )
     hp = kt.HyperParameters()
     for name, p in space.params.items():
         default = baseline.get(name)

@@ -107,6 +107,9 @@ def test_space_becomes_preregistered_hyperparameters() -> None:
     assert {name: p.default for name, p in by_name.items()} == spec.baseline  # defaults = baseline
     grid = {p.name: p for p in engine.to_hyperparameters(spec.space, spec.baseline, grid=True).space}
     assert list(grid["dropout"].values) == [0.0, 0.2, 0.4]  # floats enumerate `grid:` as on Optuna
+    two_gammas = make_spec("grid", 6, "space.focal_gamma={type: float, low: 1, high: 3, grid: [1, 3]}")
+    with pytest.raises(SpecError, match="runs on --engine optuna, which trains each configuration once"):
+        engine.to_hyperparameters(two_gammas.space, two_gammas.baseline, grid=True)  # KT would run it twice
 
     oracle = engine.make_oracle(spec)
     assert oracle.allow_new_entries is False

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from marstune.tuning.config.space import trained_as
 from marstune.tuning.config.spec import Spec, load_spec
 from marstune.tuning.search.engines import OptunaOptions
 from marstune.tuning.search.engines import optuna_engine as engine
@@ -120,3 +121,20 @@ def test_a_model_based_sampler_that_repeats_itself_still_reaches_the_target(name
     complete = [t for t in trials_of(url) if t.state == TrialState.COMPLETE]
     assert summary.finished == 8
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 8
+
+
+@pytest.mark.parametrize("name", ["grid", "tpe"])
+def test_a_loss_key_its_loss_ignores_makes_no_second_trial(name: str, tmp_path) -> None:
+    # crossentropy reads no focal_gamma: crossentropy with gamma 1 and with gamma 3 train the same model,
+    # so the grid runs it once and a sampler's second draw of it is a duplicate, not a trial.
+    space = (
+        "space={loss: {type: categorical, choices: [crossentropy, focal]},"
+        " focal_gamma: {type: categorical, choices: [1.0, 3.0]}, levels: {type: int, low: 3, high: 4}}"
+    )
+    spec = make_spec(name, 6, space, "baseline.focal_gamma=1.0")
+    url = f"sqlite:///{tmp_path}/s.db"
+    summary = engine.run(spec, url, OptunaOptions(quiet=True))
+    complete = [t for t in trials_of(url) if t.state == TrialState.COMPLETE]
+    assert summary.finished == 6 == len(complete)
+    assert len({tuple(sorted(trained_as(t.params).items())) for t in complete}) == 6
+    assert sum(t.params["loss"] == "crossentropy" for t in complete) == 2
