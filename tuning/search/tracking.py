@@ -9,6 +9,7 @@ the study. Only the engines that train in their own process (optuna, keras-tuner
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_BRIEF = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class MlflowTracker:
@@ -31,6 +37,10 @@ class MlflowTracker:
                 "--mlflow needs mlflow, which is not installed: pip install 'marstune[mlflow]'"
             ) from None
         self.uri, self.study = uri, study
+        # MLflow retries a server that does not answer 7 times with backoff, 120 s a try: `--mlflow` with a
+        # wrong port sat silent for 4 minutes. A mirror asks briefly; the user's own MLFLOW_* settings win.
+        for name, value in _BRIEF.items():
+            os.environ.setdefault(name, value)
         remember_secrets(uri)  # MLflow's own messages may quote the URI
         try:  # the server is asked once, up front: a wrong URI is one line before any training
             # a database or file store is opened by the constructor itself
