@@ -132,7 +132,7 @@ def run(
     if mlflow:  # likewise the tracking server
         from marstune.tuning.search.tracking import MlflowTracker
 
-        MlflowTracker(mlflow, resolved.study)
+        MlflowTracker(mlflow, resolved.study, url)
     info = ENGINES[name]
     explicit = trials is not None or any(s.strip().startswith("search.trials") for s in set_ or [])
     common = {

@@ -13,13 +13,21 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator
 
 from marstune.models.settings import LOSS_NAMES
-from marstune.tuning.config.space import LOSS_KEYS, MODEL_KEYS, TRAIN_KEYS, TUNABLE, Space, parse_space
+from marstune.tuning.config.space import (
+    LOSS_KEYS,
+    MODEL_KEYS,
+    TRAIN_KEYS,
+    TUNABLE,
+    Space,
+    parse_space,
+    trained_as,
+)
 from marstune.tuning.errors import SpecError
 
 DEFAULT_SPEC_PATH = Path("studies/unet.yaml")
@@ -175,7 +183,7 @@ class ObjectiveSpec(_Section):
     kind: Literal["unet", "analytic", "replay"]
     surrogate: str
     sleep: float = Field(ge=0)
-    fail_trials: list[StrictInt]  # strict: `[true]` is a slip, not trial 1
+    fail_trials: list[Annotated[StrictInt, Field(ge=0)]]  # strict: `[true]` is a slip, not trial 1
     fail_every_attempt: bool
     noise: float = Field(ge=0, le=0.2)
 
@@ -243,6 +251,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` as the string "1e-4": a float needs a dot there (`1.0e-4`). Learning rates
+# are written 1e-4 everywhere, so an exponent without a dot is a float here too, as in YAML 1.2.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def safe_load_unique(text: str) -> object:
@@ -427,6 +442,18 @@ def check_one_loss(space: Space, loss: Mapping[str, Any], baseline: Mapping[str,
         names = {k: f"loss.{'name' if k == 'loss' else k}" for k in clash}
         said = ", ".join(f"{names[k]} = {loss[k]!r} but baseline.{k} = {baseline[k]!r}" for k in clash)
         raise SpecError(f"{said} ({source}); set both to the same value, or drop it from the baseline")
+    if "loss" in space.params:
+        return
+    # One loss trains every trial: a key it never reads would only repeat the same model (trained_as).
+    fixed = str(baseline.get("loss", loss["loss"]))
+    for key in space.params:
+        if key not in trained_as({"loss": fixed, key: 0}):
+            readers = [name for name in LOSS_NAMES if key in trained_as({"loss": name, key: 0})]
+            raise SpecError(
+                f"space.{key} is searched but every trial trains with loss {fixed!r}, which never reads it "
+                f"({source}); search space.loss too, set loss.name to one of {', '.join(readers)}, "
+                f"or drop space.{key}"
+            )
 
 
 def _finite(value: object) -> bool:
@@ -486,6 +513,11 @@ def check_buildable(space: Space, baseline: Mapping[str, Any], where: str) -> No
         raise SpecError(f"{exc} (baseline); choose a baseline the U-Net can build") from None
 
 
+def _flag_of(dotted: str) -> str:
+    """The `tune run` flag that sets a dotted key, as typed: search.keep_models -> --keep-models."""
+    return "--data" if dotted == "data.path" else f"--{dotted.rsplit('.', 1)[-1].replace('_', '-')}"
+
+
 def load_spec(
     path: Path | None = None,
     overrides: Sequence[str] = (),
@@ -503,10 +535,10 @@ def load_spec(
         raw = _apply_set(raw, item)
     for dotted, value in (flags or {}).items():
         if value is not None:
-            raw = _merge(raw, _nest(dotted, value), f"flag for {dotted}")
+            raw = _merge(raw, _nest(dotted, value), _flag_of(dotted))
     # An error names where the bad value came from: the file, and the --set keys and flags on top of it.
     given = [f"--set {item.partition('=')[0].strip()}" for item in overrides]
-    given += [f"the flag for {dotted}" for dotted, value in (flags or {}).items() if value is not None]
+    given += [_flag_of(dotted) for dotted, value in (flags or {}).items() if value is not None]
     source = f"{source} with {', '.join(given)}" if given else source
     if raw["objective"].get("kind") == "replay" and isinstance(raw["objective"].get("surrogate"), str):
         # Resolved here, once: Ray trials, workers and `export-best --recheck` run in other folders.

@@ -90,8 +90,8 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
     if not _is_int(trial):
         raise SpecError(f"--config {path}: `trial` must be an integer, got {trial!r}; {_fix(path)}")
     value = raw.get("value", 0.0)
-    if not (_is_real(value) and math.isfinite(value)):
-        raise SpecError(f"--config {path}: `value` must be a finite number, got {value!r}; {_fix(path)}")
+    if not (_is_real(value) and math.isfinite(value) and 0 <= value <= 1):
+        raise SpecError(f"--config {path}: `value` (an mIoU) must be in [0, 1], got {value!r}; {_fix(path)}")
     _check_params(raw.get("params", {}), path)
     _check_per_class(raw.get("per_class_iou"), path)
     data = raw.get("data", {})
@@ -102,6 +102,12 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
     if not isinstance(raw.get("model"), str | None):
         raise SpecError(f"--config {path}: `model` must be a file name or null; {_fix(path)}")
     _check_config(raw["config"], path)
+    for key, given in raw.get("params", {}).items():  # a trial's params are part of its config
+        if key in raw["config"] and raw["config"][key] != given:
+            raise SpecError(
+                f"--config {path}: params.{key} = {given!r} but config.{key} = {raw['config'][key]!r}; "
+                f"the run trains config: make them agree, or {_fix(path)}"
+            )
 
 
 def _check_params(params: Any, path: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marstune.tuning.errors import MissingExtraError, StorageError, redact, remember_secrets
+from marstune.tuning.errors import MissingExtraError, StorageError, UsageError, redact, remember_secrets
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,7 +29,14 @@ _BRIEF = {
 
 
 class MlflowTracker:
-    def __init__(self, uri: str, study: str) -> None:
+    def __init__(self, uri: str, study: str, storage: str) -> None:
+        from marstune.tuning.study.urls import same_database
+
+        if same_database(uri, storage):  # MLflow would add its tables (and its alembic_version) to it
+            raise UsageError(
+                f"--mlflow {redact(uri)} is the study's own database; give MLflow one of its own, "
+                "e.g. --mlflow sqlite:///studies/mlflow.db"
+            )
         try:
             from mlflow import MlflowClient
         except ImportError:

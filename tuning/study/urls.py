@@ -61,6 +61,33 @@ def sqlite_files(url: str) -> list[Path]:
     return [path, *(path.with_name(path.name + suffix) for suffix in DATABASE_COMPANIONS)]
 
 
+def same_database(a: str, b: str) -> bool:
+    """True when two URLs open one database: the same SQLite file, or the same server and database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if (path := sqlite_path(a)) is not None:
+        other = sqlite_path(b)
+        return other is not None and path.resolve() == other.resolve()
+    try:
+        one, two = make_url(a), make_url(b)
+    except (ArgumentError, ValueError):
+        return False  # an http:// tracking server is no database
+    return _place(one) == _place(two)
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+_THIS_HOST = {None, "", "localhost", "127.0.0.1", "::1"}
+
+
+def _place(url: URL) -> tuple[str, str | None, int | None, str | None]:
+    """Where a server database lives: backend (any driver), host (this one by any name), port (the
+    backend's default when left out), database name."""
+    backend = url.get_backend_name()
+    host = "this host" if url.host in _THIS_HOST else url.host
+    return (backend, host, url.port or _DEFAULT_PORTS.get(backend), url.database)
+
+
 def _parse_sqlite(url: str) -> URL | None:
     """SQLAlchemy's parse of a sqlite: URL (None for another scheme or a URL it cannot read)."""
     if not url.startswith("sqlite:"):

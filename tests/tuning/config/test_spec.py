@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marstune.tuning.config.spec import DEFAULTS, load_spec, parse_set, spec_from_stored
+from marstune.tuning.config.spec import DEFAULTS, load_spec, parse_set, safe_load_unique, spec_from_stored
 from marstune.tuning.errors import SpecError
 from tests.conftest import REPO
 
@@ -58,8 +58,12 @@ def test_overrides_apply_in_order_file_then_set_then_flags(tmp_path: Path) -> No
         ("loss: {class_weight_exponent: 2.0}\n", "set loss.class_weight_exponent inside the space"),
         ("space: {learning_rate: {type: float, low: -1.0, high: 0.01}}\n", "`learning_rate` values must be"),
         ("space: {batch_size: {type: categorical, choices: [0, 8]}}\n", "got [0]"),
+        (  # crossentropy trains every trial and reads no gamma: each trial would repeat the same model
+            "space: {focal_gamma: {type: float, low: 0.5, high: 3.0}}\n",
+            "with loss 'crossentropy', which never reads it",
+        ),
         (
-            "space: {focal_gamma: {type: categorical, choices: [.inf, 2.0]}}\n",
+            "loss: {name: focal}\nspace: {focal_gamma: {type: categorical, choices: [.inf, 2.0]}}\n",
             "a finite number >= 0, got [inf]",
         ),
         (
@@ -109,9 +113,19 @@ def test_an_error_from_a_set_names_the_set_and_a_bool_is_no_trial_number() -> No
     with pytest.raises(SpecError) as info:
         load_spec(REPO / "studies/unet.yaml", ["objective.fail_trials=[true]"], {"search.trials": 3})
     said = str(info.value)
-    assert "fail_trials" in said and "with --set objective.fail_trials, the flag for search.trials" in said
+    assert "fail_trials" in said and "with --set objective.fail_trials, --trials" in said
     assert "!!tags" not in said
     assert load_spec(None, ["objective.fail_trials=[0, 2]"]).objective.fail_trials == [0, 2]
+    with pytest.raises(SpecError, match="fail_trials"):
+        load_spec(None, ["objective.fail_trials=[-1]"])  # no trial has a negative number
+
+
+def test_an_exponent_without_a_dot_is_a_float_as_in_yaml_1_2() -> None:
+    # PyYAML (YAML 1.1) reads 1e-4 as a string: `low: 1e-4` was "must be a finite number, got '1e-4'"
+    spec = load_spec(None, ["space.learning_rate={type: float, low: 1e-4, high: 1E-2, log: true}"])
+    assert (spec.space.params["learning_rate"].low, spec.space.params["learning_rate"].high) == (1e-4, 1e-2)
+    read = safe_load_unique("a: 1e-4\nb: '1e-4'\nc: 3e\nd: 10")
+    assert read == {"a": 1e-4, "b": "1e-4", "c": "3e", "d": 10}
 
 
 def test_stored_spec_round_trips() -> None:

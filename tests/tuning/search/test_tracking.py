@@ -95,3 +95,22 @@ def test_a_tracking_uri_mlflow_refuses_is_one_line(uri: str, tmp_path: Path) -> 
     assert r.returncode == 1 and len(lines) == 1, r.stderr[-2000:]
     assert lines[0].startswith("Error: cannot reach MLflow at") and "check --mlflow" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mlflow_in_the_studys_own_database_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "studies").mkdir()
+    args = ("run", "--trials", "1", "--set", "objective.kind=analytic", "-q")
+    storage = ("--storage", "sqlite:///studies/tune.db")
+    r = run_tune(*args, *storage, "--mlflow", f"sqlite:///{tmp_path}/studies/tune.db", cwd=tmp_path)
+    assert r.returncode != 0 and "is the study's own database" in r.stderr, r.stderr[-2000:]
+    assert list((tmp_path / "studies").iterdir()) == []  # no MLflow tables in it, no study either
+
+
+def test_same_database_knows_one_database_by_its_other_names() -> None:
+    from marstune.tuning.study.urls import same_database
+
+    assert same_database("postgresql://u:pw@127.0.0.1:5432/tune", "postgresql+psycopg://u@localhost/tune")
+    assert not same_database("postgresql://u@127.0.0.1/mlflow", "postgresql+psycopg://u@127.0.0.1/tune")
+    assert not same_database("postgresql://u@db:5433/tune", "postgresql://u@db/tune")
+    assert same_database("sqlite:///a/../tune.db", "sqlite:///tune.db")
+    assert not same_database("http://127.0.0.1:5000", "sqlite:///tune.db")

@@ -31,7 +31,7 @@ from typing import Any
 import keras_tuner as kt
 from keras_tuner.src import config as kt_config
 
-from marstune.tuning.config.space import Categorical, Int, Space
+from marstune.tuning.config.space import LOSS_KEYS, Categorical, Int, Space, trained_as
 from marstune.tuning.config.spec import Spec
 from marstune.tuning.errors import FatalError, SpecError, TrialFailed
 from marstune.tuning.search import failures
@@ -66,9 +66,10 @@ def to_hyperparameters(space: Space, baseline: dict[str, Any], grid: bool = Fals
     """The ONE space as Keras Tuner HyperParameters: same names and inclusive bounds, baseline defaults."""
     if grid and space.grid_size() < math.prod(len(p.grid()) for p in space.params.values()):
         # Keras Tuner's grid walks the whole product: it would train crossentropy once per focal_gamma.
+        keys = ", ".join(k for k in space.params if k != "loss" and k in LOSS_KEYS)
         raise SpecError(
-            "a grid over the loss with keys only some losses read (focal_gamma, class_weight_exponent) "
-            "runs on --engine optuna, which trains each configuration once; or search them with --sampler tpe"
+            f"a grid over the loss and {keys} (which only some losses read) runs on --engine optuna "
+            "--sampler grid, which trains each configuration once; or use keras-tuner's random or bayes"
         )
     hp = kt.HyperParameters()
     for name, p in space.params.items():
@@ -102,6 +103,11 @@ class _StudyOracle:
         if tuner_id not in self.ongoing_trials and self.budget_left() <= 0:
             return kt.engine.trial.Trial(self.get_space(), status="STOPPED")
         return super().create_trial(tuner_id)
+
+    def _compute_values_hash(self, values: dict[str, Any]) -> str:
+        # Keras Tuner redraws a configuration whose hash it has tried: hash what trains, so crossentropy
+        # with another focal_gamma (which it never reads) is a repeat, not a new trial.
+        return str(super()._compute_values_hash(trained_as(values)))
 
     def _random_values(self) -> dict[str, Any] | None:
         # Random, Bayesian and Hyperband draw every new configuration here; the first one of a new
@@ -226,7 +232,7 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
         target,
         tensorboard_dir=options.tensorboard_dir,
         keeper=ModelKeeper(storage_url, spec.study, spec.search.keep_models),
-        tracker=MlflowTracker(options.mlflow, spec.study) if options.mlflow else None,
+        tracker=MlflowTracker(options.mlflow, spec.study, storage_url) if options.mlflow else None,
     )
     job.recorded = recorded_ids(study, project)
     job.expect_baseline = not any(t.params == job.baseline() for t in study.get_trials(deepcopy=False))

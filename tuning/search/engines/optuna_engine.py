@@ -93,7 +93,7 @@ def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     reaper = Reaper(study, storage_url, lifecycle.worker_name(), progress.note)
     deadline = options.deadline or (time.time() + spec.search.timeout if spec.search.timeout else None)
     keeper = ModelKeeper(storage_url, spec.study, spec.search.keep_models)
-    tracker = MlflowTracker(options.mlflow, spec.study) if options.mlflow else None
+    tracker = MlflowTracker(options.mlflow, spec.study, storage_url) if options.mlflow else None
     objective = _Objective(spec, progress, options, stops, reaper, keeper, tracker)
     goal = Goal(target, grid, storage_url)
     with stops, _closing(keeper):

@@ -108,7 +108,8 @@ def test_space_becomes_preregistered_hyperparameters() -> None:
     grid = {p.name: p for p in engine.to_hyperparameters(spec.space, spec.baseline, grid=True).space}
     assert list(grid["dropout"].values) == [0.0, 0.2, 0.4]  # floats enumerate `grid:` as on Optuna
     two_gammas = make_spec("grid", 6, "space.focal_gamma={type: float, low: 1, high: 3, grid: [1, 3]}")
-    with pytest.raises(SpecError, match="runs on --engine optuna, which trains each configuration once"):
+    refused = r"focal_gamma \(which only some losses read\) runs on --engine optuna --sampler grid"
+    with pytest.raises(SpecError, match=refused):
         engine.to_hyperparameters(two_gammas.space, two_gammas.baseline, grid=True)  # KT would run it twice
 
     oracle = engine.make_oracle(spec)
@@ -345,3 +346,19 @@ def test_two_real_unet_trials_land_in_the_storage(sampler: str, sqlite_url: str)
         assert attrs["engine"] == "keras-tuner" and attrs["device"] == "cpu" and attrs["epochs_run"] == 1
         assert set(attrs["per_class_iou"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
         assert attrs["config"] == {**spec.baseline, **t.params} and attrs["params"] > 0
+
+
+def test_random_search_draws_no_loss_key_its_loss_ignores_twice(tmp_path: Path) -> None:
+    # crossentropy reads no focal_gamma: Keras Tuner's own repeat check sees what trains, so all 6
+    # distinct configurations run (it trained crossentropy twice and skipped focal before).
+    from marstune.tuning.config.space import trained_as
+
+    space = (
+        "space={loss: {type: categorical, choices: [crossentropy, focal]},"
+        " focal_gamma: {type: categorical, choices: [1.0, 3.0]}, levels: {type: int, low: 3, high: 4}}"
+    )
+    url = f"sqlite:///{tmp_path}/kt.db"
+    run(make_spec("random", 6, space, "baseline.focal_gamma=1.0"), url)
+    complete = [t for t in trials_of(url) if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert len({tuple(sorted(trained_as(t.params).items())) for t in complete}) == 6
