@@ -133,7 +133,8 @@ _USERINFO = re.compile(
 _SQLALCHEMY_PASSWORD = re.compile(r"^[\w+]+://[^:/]*:(?P<password>[^@]*)@")
 _KEYWORD = re.compile(
     r"(?P<key>\b[\w.-]*(?:password|passwd|secret|token)[\"']?\s*[=:]\s*)"
-    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;,'\"]+)",
+    # unquoted: up to a space or separator; a `:` that ends it is the message's, not the password's
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|(?:[^\s&;,'\":]|:(?![\s]|$))+)",
     re.IGNORECASE,
 )
 _KNOWN_SECRETS: set[str] = set()
@@ -177,11 +178,10 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """`text` with every password of every URL or conninfo replaced by ***."""
-    text = _USERINFO.sub(_mask_userinfo, text)
-    text = _KEYWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
-    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):  # first: whole, whatever they hold
         text = text.replace(secret, MASK)
-    return text
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _KEYWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
 
 
 def describe(exc: BaseException) -> str | None:

@@ -416,3 +416,17 @@ def test_a_usage_error_quoting_a_url_masks_its_password(args: tuple[str, ...], t
     assert "***" in line
     if "Ux1@secret" in " ".join(args):
         assert "%40" in line  # how to write it instead
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("at http://h:9/?token=s3cr3t: API request", "at http://h:9/?token=***: API request"),
+        ("?PASSWORD=Sek:rAt (psycopg", "?PASSWORD=*** (psycopg"),
+        ("postgresql://u:p:w@h/d: no answer", "postgresql://u:***@h/d: no answer"),
+    ],
+)
+def test_a_masked_password_keeps_the_message_around_it(text: str, shown: str) -> None:
+    from marstune.tuning.errors import redact
+
+    assert redact(text) == shown  # the ": " after a query password was swallowed with it
