@@ -55,10 +55,13 @@ class MlflowTracker:
             found = self.client.get_experiment_by_name(study)
             self.experiment = found.experiment_id if found else self.client.create_experiment(study)
         except Exception as exc:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StorageError(
-                f"cannot reach MLflow at {redact(uri)}: {redact(text)[:200]}; check --mlflow"
-            ) from None
+            if "filesystem tracking backend" in str(exc):  # MLflow 3 refuses file stores unless told
+                raise StorageError(
+                    f"MLflow no longer takes a folder or file:// store ({redact(uri)}); use a database, e.g. "
+                    "--mlflow sqlite:///studies/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true"
+                ) from None
+            why = _first_words(exc)
+            raise StorageError(f"cannot reach MLflow at {redact(uri)}: {why}; check --mlflow") from None
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> Any:
         if self.client is None:
@@ -66,9 +69,9 @@ class MlflowTracker:
         try:
             return getattr(self.client, what)(*args, **kwargs)
         except Exception as exc:  # a mirror: the study goes on without it
-            text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
             print(
-                f"warning: MLflow at {redact(self.uri)} failed ({text}); tracking stops here", file=sys.stderr
+                f"warning: MLflow at {redact(self.uri)} failed ({_first_words(exc)}); tracking stops here",
+                file=sys.stderr,
             )
             self.client = None
             return None
@@ -97,3 +100,9 @@ class MlflowTracker:
         if model is not None and model.is_file():
             self._call("log_artifact", run_id, str(model))
         self._call("set_terminated", run_id, status=STATUS[state])
+
+
+def _first_words(exc: Exception, limit: int = 200) -> str:
+    """The first line of an MLflow error, passwords masked, cut at a word (not mid-word) past `limit`."""
+    text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
