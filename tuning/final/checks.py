@@ -102,7 +102,11 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
     if not isinstance(raw.get("model"), str | None):
         raise SpecError(f"--config {path}: `model` must be a file name or null; {_fix(path)}")
     _check_config(raw["config"], path)
-    for key, given in raw.get("params", {}).items():  # a trial's params are part of its config
+
+
+def check_agreement(raw: Mapping[str, Any], path: Path) -> None:
+    """A trial's params are part of its config: after the values are known good, never other values."""
+    for key, given in raw.get("params", {}).items():
         if key in raw["config"] and raw["config"][key] != given:
             raise SpecError(
                 f"--config {path}: params.{key} = {given!r} but config.{key} = {raw['config'][key]!r}; "

@@ -20,7 +20,7 @@ import yaml
 
 from marstune.tuning.config.spec import Spec, safe_load_unique, spec_from_stored, yaml_problem
 from marstune.tuning.errors import SpecError, TuneError, translate
-from marstune.tuning.final.checks import check_keys, check_values
+from marstune.tuning.final.checks import check_agreement, check_keys, check_values
 from marstune.tuning.outputs import write_atomically
 
 EXPORT_KIND = "tune/best-config"  # what tuning.storage.best_export writes
@@ -81,6 +81,7 @@ def read_export(path: Path) -> Export:
         if ours is None:
             raise
         raise type(ours)(f"--config {path}: {ours}") from None
+    check_agreement(raw, path)
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     return Export(
         path=path,
