@@ -34,6 +34,7 @@ def _digest(path: Path) -> str:
         (["losses", "--epochs", "0"], "must be >= 1"),
         (["losses", "--items", "4"], "must be >= 8"),
         (["losses", "--keep", "{tmp}"], "exists; name a new folder"),
+        (["losses", "--reuse", "{tmp}"], "holds no losses.db"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(args: list[str], needle: str, tmp_path: Path) -> None:
