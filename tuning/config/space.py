@@ -165,25 +165,15 @@ class Space:
 
     def grid(self) -> list[dict[str, Scalar]]:
         """Every grid point once, in a stable order (ints and categoricals enumerate; floats use `grid:`)."""
-        names = list(self.params)
-        axes = []
-        for name in names:
-            try:
-                axes.append(self.params[name].grid())
-            except SpecError as exc:
-                raise SpecError(f"{exc} (space.{name})") from None
-        points: list[dict[str, Scalar]] = []
-        seen: set[tuple[tuple[str, Scalar], ...]] = set()
-        for values in itertools.product(*axes):
-            point = dict(zip(names, values, strict=True))
-            trains = tuple(trained_as(point).items())
-            if trains not in seen:  # crossentropy x focal_gamma [1, 3] is one configuration
-                seen.add(trains)
-                points.append(point)
-        return points
+        return _distinct_points(list(self.params), self._grid_axes())
 
     def grid_size(self) -> int:
         return len(self.grid())
+
+    def product_size(self) -> int:
+        """The points of the whole product of the grid axes, repeats included: what a grid that does not
+        know `trained_as` (Keras Tuner's) walks."""
+        return math.prod(len(axis) for axis in self._grid_axes())
 
     def distinct_configs(self) -> int | None:
         """How many different configurations a sampler can draw; None when a float range makes it endless."""
@@ -194,10 +184,16 @@ class Space:
         count = math.prod(len(a) for a in axes)
         if "loss" not in self.params or count > _ENUMERABLE:
             return count
-        # crossentropy x focal_gamma [1, 3] is one configuration: count what trains (trained_as)
-        names = list(self.params)
-        points = (dict(zip(names, values, strict=True)) for values in itertools.product(*axes))
-        return len({tuple(trained_as(point).items()) for point in points})
+        return len(_distinct_points(list(self.params), axes))
+
+    def _grid_axes(self) -> list[tuple[Scalar, ...]]:
+        axes = []
+        for name, param in self.params.items():
+            try:
+                axes.append(param.grid())
+            except SpecError as exc:
+                raise SpecError(f"{exc} (space.{name})") from None
+        return axes
 
     def to_optuna(self) -> dict[str, Any]:
         """Optuna distributions, for `trial._suggest`-free sampling via `study.ask(fixed_distributions)`."""
@@ -224,6 +220,20 @@ def trained_as(point: Mapping[str, Any]) -> dict[str, Any]:
     if reads is None:
         return dict(point)
     return {k: v for k, v in point.items() if k not in _LOSS_ARGUMENT or _LOSS_ARGUMENT[k] in reads}
+
+
+def _distinct_points(names: list[str], axes: list[tuple[Scalar, ...]]) -> list[dict[str, Scalar]]:
+    """The product of the axes, in order, keeping the first point of each `trained_as`: crossentropy x
+    focal_gamma [1, 3] is one configuration."""
+    points: list[dict[str, Scalar]] = []
+    seen: set[tuple[tuple[str, Scalar], ...]] = set()
+    for values in itertools.product(*axes):
+        point = dict(zip(names, values, strict=True))
+        trains = tuple(trained_as(point).items())
+        if trains not in seen:
+            seen.add(trains)
+            points.append(point)
+    return points
 
 
 def _values(param: Param) -> tuple[Scalar, ...] | None:

@@ -18,7 +18,7 @@ def test_grid_enumerates_ints_categoricals_and_float_grid_points() -> None:
         }
     )
     grid = space.grid()
-    assert len(grid) == space.grid_size() == 12
+    assert len(grid) == space.grid_size() == space.product_size() == 12
     assert len({tuple(sorted(p.items())) for p in grid}) == 12
     assert {p["levels"] for p in grid} == {2, 3, 4}  # bounds inclusive
     assert all(space.contains(p) for p in grid)
@@ -77,6 +77,7 @@ def test_a_loss_key_its_loss_does_not_read_makes_no_new_configuration() -> None:
     grid = space.grid()
     # crossentropy: 2 levels; focal: 2 gammas x 2 exponents x 2 levels; weighted: 2 exponents x 2 levels
     assert len(grid) == space.grid_size() == 2 + 8 + 4
+    assert space.product_size() == 3 * 2 * 2 * 2  # the whole product, repeats included
     assert len({tuple(sorted(trained_as(p).items())) for p in grid}) == len(grid)
     assert all(space.contains(p) for p in grid)
     plain = {"loss": "crossentropy", "levels": 3}

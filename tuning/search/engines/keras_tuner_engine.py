@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import sys
 import time
@@ -64,7 +63,7 @@ class _Fatal(kt.errors.FatalError):
 
 def to_hyperparameters(space: Space, baseline: dict[str, Any], grid: bool = False) -> kt.HyperParameters:
     """The ONE space as Keras Tuner HyperParameters: same names and inclusive bounds, baseline defaults."""
-    if grid and space.grid_size() < math.prod(len(p.grid()) for p in space.params.values()):
+    if grid and space.grid_size() < space.product_size():
         # Keras Tuner's grid walks the whole product: it would train crossentropy once per focal_gamma.
         keys = ", ".join(k for k in space.params if k != "loss" and k in LOSS_KEYS)
         raise SpecError(
