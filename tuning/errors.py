@@ -137,6 +137,8 @@ _KEYWORD = re.compile(
     r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|(?:[^\s&;,'\":]|:(?![\s]|$))+)",
     re.IGNORECASE,
 )
+# a query key written with %-escapes (`pass%77ord=`): the driver decodes it, so redact must too
+_ENCODED_KEY = re.compile(r"(?P<key>[\w.%-]*%[0-9A-Fa-f]{2}[\w.%-]*\s*=\s*)(?P<value>[^\s&;,'\"#]+)")
 _KNOWN_SECRETS: set[str] = set()
 
 
@@ -155,7 +157,7 @@ def secrets_of(url: str) -> set[str]:
         query = url.partition("?")[2]
     for part in re.split(r"[&;\s]", query):
         key, sep, value = part.partition("=")
-        if sep and _SECRET_KEY.search(key.strip()):
+        if sep and _SECRET_KEY.search(unquote(key).strip()):  # the driver decodes `pass%77ord` too
             found.add(value.strip("'\""))
     out: set[str] = set()
     for secret in found:
@@ -176,11 +178,19 @@ def _mask_userinfo(match: re.Match[str]) -> str:
     return f"{match.group('scheme')}{userinfo.split(':', 1)[0]}:{MASK}@"
 
 
+def _mask_encoded_key(match: re.Match[str]) -> str:
+    key = match.group("key")
+    if not _SECRET_KEY.search(unquote(key).rstrip("= \t")):
+        return match.group(0)
+    return f"{key}{MASK}"
+
+
 def redact(text: str) -> str:
     """`text` with every password of every URL or conninfo replaced by ***."""
     for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):  # first: whole, whatever they hold
         text = text.replace(secret, MASK)
     text = _USERINFO.sub(_mask_userinfo, text)
+    text = _ENCODED_KEY.sub(_mask_encoded_key, text)
     return _KEYWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
 
 

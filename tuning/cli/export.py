@@ -66,7 +66,7 @@ def export_best(
     import yaml
 
     from marstune.tuning.config.spec import DEFAULTS, check_study_name
-    from marstune.tuning.errors import OutputError
+    from marstune.tuning.errors import OutputError, UsageError
     from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
@@ -74,32 +74,35 @@ def export_best(
 
     # `--study ""` is a wrong name, as in `tune status`: only a missing --study means the default.
     name = check_study_name(DEFAULTS["study"] if study is None else study)
+    if recheck_epochs is not None and not recheck:
+        raise UsageError("--recheck-epochs sets the epochs of --recheck K; pass --recheck K as well")
     url = resolve_url(storage)
     preflight(url, create=False)
     path = out or Path("studies") / f"{name}.best.yaml"
-    inputs: list[Path | None] = [*sqlite_files(url)]
-    if out is not None:
-        inputs += _study_inputs(url, name)
-        check_output(path, inputs=inputs)  # before reading: a wrong --out is told first
+    flag = "--out" if out is not None else "the default --out"
+    inputs: list[Path | None] = [*sqlite_files(url), *_study_inputs(url, name)]
     model_path = path.with_suffix(".keras")
-    if out is not None:
-        if model_path == path:  # the model would be written there, then the YAML over it
-            raise OutputError(
-                f"--out {path}: the export is YAML and its model goes beside it as <name>.keras; "
-                f"give a .yaml name, e.g. {path.with_suffix('.yaml')}"
-            )
-        check_output(model_path, inputs=inputs)
+    if out is not None and model_path == path:  # the model would be written there, then the YAML over it
+        raise OutputError(
+            f"--out {path}: the export is YAML and its model goes beside it as <name>.keras; "
+            f"give a .yaml name, e.g. {path.with_suffix('.yaml')}"
+        )
+    if out is not None or path.parent.exists():  # before reading: a wrong output is told first
+        # (the default studies/ folder is made when there is a result)
+        check_output(path, inputs=inputs, flag=flag)
+        check_output(model_path, inputs=inputs, flag=flag)
         _refuse_kept_models_folder(url, (path, model_path))
-        _refuse_non_export(path)  # last: the checks above say more about where the file lies
+        _refuse_non_export(path, flag)  # last: the checks above say more about where the file lies
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
-        winner, checked = None, None
+        winner, checked, done = None, None, []
         if recheck:
             from marstune.tuning.search.recheck import recheck as run_recheck
-            from marstune.tuning.search.recheck import summary
+            from marstune.tuning.search.recheck import summary, top_configurations
 
             epochs = _recheck_epochs(url, name, recheck_epochs)
-            stderr(f"re-checking the {recheck} best configurations of {name} at {epochs} epochs each")
-            done = run_recheck(url, name, recheck, epochs, Path(scratch), threads=threads)
+            found = len(top_configurations(url, name, recheck))  # none completed: told before any work
+            stderr(f"re-checking the {found} best configuration(s) of {name} at {epochs} epochs each")
+            done = run_recheck(url, name, recheck, epochs, Path(scratch), threads=threads, remember=False)
             for c in done:
                 stderr(f"  trial {c.trial}: search {c.search_value:.4f} -> re-check {c.recheck_value:.4f}")
             winner, checked = done[0], summary(epochs, done)
@@ -110,14 +113,17 @@ def export_best(
         if model is None:
             found = best_kept(url, name, exported["trial"])
             model = found.path if found is not None else None
-        if out is not None:  # again: a re-check takes long, and another hand may have written it meanwhile
-            _refuse_non_export(path)
         if out is None:
             path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
+        _refuse_non_export(path, flag)  # again: a re-check takes long, and another hand may have written it
         if model is not None:  # the trial's own best-epoch weights (at the re-check budget if re-checked)
             exported["model"] = model_path.name
             replace_atomically(model_path, lambda tmp: tmp.write_bytes(model.read_bytes()), inputs=inputs)
         write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
+        if checked is not None:  # the study's record follows the file: a failed export records nothing
+            from marstune.tuning.search.recheck import remember_recheck
+
+            remember_recheck(url, name, checked["epochs"], done)
     if json_:
         shown = {
             k: exported.get(k) for k in ("study", "trial", "value", "config", "per_class_iou", "recheck")
@@ -127,12 +133,13 @@ def export_best(
         stderr(f"best of {name}: trial {exported['trial']}, validation mIoU {exported['value']:.4f}")
         if model is None:
             stderr(
-                "no kept model for that trial (search.keep_models=0, or a study made before models were kept)"
+                "no kept model for that trial (search.keep_models=0, an analytic or replay objective, "
+                "or a study made before models were kept)"
             )
         typer.echo(str(path))
 
 
-def _refuse_non_export(path: Path) -> None:
+def _refuse_non_export(path: Path, flag: str) -> None:
     """An existing --out is replaced only when it is an earlier export: a study spec or any other file
     given by mistake must not be lost. Read with the safe reader only (never yaml.load)."""
     import yaml
@@ -149,7 +156,7 @@ def _refuse_non_export(path: Path) -> None:
         raw = None
     if not (isinstance(raw, dict) and raw.get("kind") == EXPORT_KIND):
         raise OutputError(
-            f"--out {path} exists and is not a best-config export; nothing was written: "
+            f"{flag} {path} exists and is not a best-config export; nothing was written: "
             "choose another --out (or delete it first)"
         )
 
@@ -165,7 +172,7 @@ def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:
     for path in paths:
         if path.absolute().parent.resolve() in folders:
             raise OutputError(
-                f"--out {path} lies in a study's kept models folder ({path.parent}); "
+                f"export {path} lies in a study's kept models folder ({path.parent}); "
                 "write the export elsewhere"
             )
 

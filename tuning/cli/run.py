@@ -95,7 +95,7 @@ def run(
 
     from marstune.tuning.cli.summary import print_summary
     from marstune.tuning.errors import UsageError
-    from marstune.tuning.search.engines import ENGINES, check_pair, load_engine
+    from marstune.tuning.search.engines import ENGINES, check_pair, check_space_for, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.storage import probe
@@ -117,6 +117,7 @@ def run(
     )
     name = resolved.search.engine
     check_pair(name, resolved.search.sampler)
+    check_space_for(name, resolved.search.sampler, resolved.space)
     if name != "ray" and (address is not None or cpus_per_trial != 1.0 or gpus_per_trial != 0.0):
         raise UsageError("--address, --cpus-per-trial and --gpus-per-trial need --engine ray")
     ray = ray_options(address, cpus_per_trial, gpus_per_trial) if name == "ray" else {}
@@ -126,6 +127,7 @@ def run(
         check_sampler(resolved.search.sampler)
     check_pruner(resolved.search.pruner)
     url = resolve_url(storage)
+    _refuse_an_input_as_storage(url, {"--spec": spec, "--data": resolved.data.path})
     preflight(url, create=True)  # the storage first: a bad URL is told before the data loads
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     probe(url)
@@ -258,3 +260,18 @@ def data_info(spec: Spec) -> DataInfo:
         f"{len(prepared.x_val)} validation pairs; {prepared.removed} contaminated pairs removed"
     )
     return DataInfo(prepared.source, prepared.fingerprint, spec.data.path, prepared.synthetic)
+
+
+def _refuse_an_input_as_storage(url: str, inputs: dict[str, Path | str | None]) -> None:
+    """An empty spec or data file would pass as a new SQLite database and be turned into one."""
+    from marstune.tuning.errors import UsageError
+    from marstune.tuning.outputs import same_path
+    from marstune.tuning.study.urls import DEFAULT_STORAGE, sqlite_path
+
+    database = sqlite_path(url)
+    for flag, given in inputs.items():
+        if database is not None and given and same_path(database, given):
+            raise UsageError(
+                f"--storage names the {flag} file {given}; a study database needs its own file, "
+                f"e.g. {DEFAULT_STORAGE}"
+            )

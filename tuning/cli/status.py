@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,7 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float], width: int = 20) -> str:
     """Best-so-far over finished trials, squeezed to `width` characters: is it still improving?"""
+    values = [v for v in values if math.isfinite(v)]  # an objective may report -inf (a broken surrogate)
     if not values:
         return ""
     best, running = [], float("-inf")

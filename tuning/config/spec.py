@@ -136,7 +136,7 @@ class TrainSpec(_Section):
     learning_rate: float = Field(gt=0)
     patience: int = Field(ge=0)
     val_fraction: float = Field(gt=0, lt=1)
-    seed: int
+    seed: int = Field(ge=0, le=2**31 - 1)  # what every seeded library (numpy, Optuna's samplers) accepts
     augment: bool
     max_items: int | None = Field(ge=4)
     threads: int = Field(ge=0)

@@ -52,6 +52,8 @@ def check_output(
     """Refuse an output path before anything is computed; returns it. `inputs` are the command's own
     input files (data, config, model, database), which it must never overwrite."""
     path = Path(path)
+    if str(path) == "-":
+        raise OutputError(f"{flag} -: outputs are files, not stdout; give a file name")
     if len(path.name.encode()) > 255:  # before any stat: the OS refuses the name itself
         raise OutputError(f"{flag} {path}: the file name is longer than 255 bytes; choose a shorter one")
     for source in inputs:
@@ -59,6 +61,8 @@ def check_output(
             raise OutputError(f"{flag} {path} is also this command's input; write the output elsewhere")
     if path.is_dir() and not folder_ok:
         raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")
+    if path.exists() and not path.is_file() and not path.is_dir():  # a rename would replace the device
+        raise OutputError(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file name")
     if path.is_file() and is_database(path):
         raise OutputError(f"{flag} {path} is a database; choose another file name")
     for companion in DATABASE_COMPANIONS:  # they hold a database's latest writes, or its claim
@@ -67,11 +71,25 @@ def check_output(
                 f"{flag} {path} is part of a database (its {companion[1:]}); choose another file name"
             )
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{flag} {path}: {parent} is a file, not a folder; change {flag}")
     if not parent.is_dir():
         raise OutputError(f"{flag} {path}: folder {parent} does not exist; create it or change {flag}")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(path):
         raise OutputError(f"{flag} {path}: folder {parent} is not writable; change {flag}")
     return path
+
+
+def _can_create_in(path: Path) -> bool:
+    """Whether a file can be made beside `path` (where its temporary file goes): os.access says yes for
+    root in /proc or on a read-only mount, so try it."""
+    probe = temporary_name(path)
+    try:
+        probe.touch(exist_ok=False)
+    except OSError:
+        return False
+    probe.unlink(missing_ok=True)
+    return True
 
 
 def temporary_name(path: Path) -> Path:

@@ -111,7 +111,10 @@ def _surrogate(path: str) -> Replay:
             "or point objective.surrogate at a fitted surrogate's JSON"
         ) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # a folder, not JSON, ...
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+        if isinstance(exc, KeyError):
+            reason = f"it has no {exc.args[0]!r} entry"
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
         raise TuneError(f"objective.surrogate: {path} is not a replay surrogate ({reason})") from None
 
 

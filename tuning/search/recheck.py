@@ -56,9 +56,12 @@ def top_configurations(url: str, study: str, k: int) -> list[Candidate]:
     return found
 
 
-def recheck(url: str, study: str, k: int, epochs: int, folder: Path, *, threads: int = 0) -> list[Candidate]:
+def recheck(
+    url: str, study: str, k: int, epochs: int, folder: Path, *, threads: int = 0, remember: bool = True
+) -> list[Candidate]:
     """Train the top K configurations for `epochs` epochs (their models saved in `folder`); returns them
-    with both scores, best first."""
+    with both scores, best first. `remember=False` leaves the study's record to the caller, which writes
+    it once its export is written (`remember_recheck`)."""
     if k < 1 or epochs < 1:
         raise SpecError(f"--recheck needs K >= 1 and --recheck-epochs >= 1, got {k} and {epochs}")
     spec = _study_spec(url, study, epochs)
@@ -72,7 +75,8 @@ def recheck(url: str, study: str, k: int, epochs: int, folder: Path, *, threads:
         saved = model if model.is_file() else None
         done.append(dataclasses.replace(candidate, recheck_value=float(value), model=saved))
     done.sort(key=lambda c: (-(c.recheck_value or 0.0), -c.search_value))
-    _remember(url, study, epochs, done)
+    if remember:
+        remember_recheck(url, study, epochs, done)
     return done
 
 
@@ -92,7 +96,8 @@ def _study_spec(url: str, study: str, epochs: int) -> Spec:
     return dataclasses.replace(spec, train=train)
 
 
-def _remember(url: str, study: str, epochs: int, done: list[Candidate]) -> None:
+def remember_recheck(url: str, study: str, epochs: int, done: list[Candidate]) -> None:
+    """Keep the re-check's scores on the study (user attribute RECHECK_ATTR), for the report."""
     import optuna
 
     from marstune.tuning.study.storage import open_storage

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 FORMAT = "tune replay surrogate v1"
+MAX_BYTES = 50 << 20  # a fitted surrogate is ~30 KB; anything near this is not one
 
 
 def encode(features: list[dict[str, Any]], params: Mapping[str, Any]) -> np.ndarray:
@@ -146,10 +147,32 @@ class Replay:
         self.run_chol = np.asarray(noise["run"]["chol"], dtype=float)
         self.sd_seconds = float(noise["log_seconds"]["sd"])
         self.ar1_seconds = float(noise["log_seconds"]["ar1"])
+        self._check()
+
+    def _check(self) -> None:
+        """A hand-edited or truncated file is refused here, not by a NaN or a matmul error mid-study."""
+        held = {np.shape(m.weights)[-1] for m in (self.miou, self.log_seconds)}
+        if self.epochs < 1 or held != {self.epochs}:
+            raise ValueError(f"epochs is {self.epochs} but the curves hold {sorted(held)}")
+        arrays = [self.sd_coef, self.probs, self.quantiles, self.run_chol]
+        scalars = [self.ar1, self.run_log_sd, self.sd_seconds, self.ar1_seconds]
+        for m in (self.miou, self.log_seconds):
+            arrays += [m.lengthscales, m.inputs, m.weights]
+            scalars += [m.variance, m.bias, m.linear, m.offset, m.scale]
+        if not all(np.all(np.isfinite(a)) for a in [*arrays, np.asarray(scalars)]):
+            raise ValueError("it holds a NaN or an infinite number")
 
     @classmethod
     def from_json(cls, path: str | Path) -> Replay:
-        return cls(json.loads(Path(path).read_text()))
+        path = Path(path).expanduser()
+        if path.exists() and not path.is_file():  # a folder, a device (/dev/zero reads forever), a pipe
+            raise ValueError("not a regular file")
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"larger than {MAX_BYTES >> 20} MB; a fitted surrogate is far smaller")
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, Mapping):
+            raise ValueError("not a JSON object")
+        return cls(doc)
 
     def mean_curve(self, params: Mapping[str, Any]) -> np.ndarray:
         """The smooth (noise-free) validation mIoU per epoch."""

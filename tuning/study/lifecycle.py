@@ -121,9 +121,13 @@ def create_or_join(
     (Keras Tuner) pass enqueue=False: nothing waits in the storage for them."""
     import optuna
 
-    if spec.search.sampler == "grid":
-        spec.space.grid()  # a float without `grid:` points is refused before the study exists
     notes: list[str] = []
+    if spec.search.sampler == "grid":
+        points = spec.space.grid_size()  # a float without `grid:` points is refused before the study exists
+        if explicit_target and spec.search.trials != points:
+            notes.append(
+                f"--trials {spec.search.trials} is not used by the grid: it runs its {points} points once"
+            )
     with StudyClaim(storage, url, spec.study):
         study = optuna.create_study(
             study_name=spec.study, storage=storage, direction="maximize", load_if_exists=True

@@ -22,7 +22,8 @@ __all__ = ["redact"]  # study.urls is where URL code looks for it; errors.py own
 
 DEFAULT_STORAGE = "sqlite:///studies/tune.db"
 STORAGE_ENV = "TUNE_STORAGE"
-SCHEMES = ("sqlite", "postgresql+psycopg", "mysql+pymysql")
+# The storages the service installs a driver for and tests for real (no MySQL driver is installed).
+SCHEMES = ("sqlite", "postgresql+psycopg")
 # The one query parameter a SQLite URL may carry: how long a writer waits for the lock. The driver's
 # others are not needed here, and `uri=true` would make the "path" an SQLite URI (file:...?mode=ro) that
 # the WAL set-up, the claim lock and the output checks cannot follow.

@@ -128,6 +128,9 @@ def test_unwritable_storage_path_is_refused(workdir: Path) -> None:
     _assert_refused(
         run_tune("run", "--storage", "mysql+nodriver://x/y", *ANALYTIC, cwd=workdir), "not supported"
     )
+    no_driver = run_tune("status", "--storage", "mysql+pymysql://u:Pw9x@127.0.0.1/y", cwd=workdir)
+    _assert_refused(no_driver, "not supported")  # no MySQL driver is installed: told, not a traceback
+    assert "Pw9x" not in no_driver.stderr
     _assert_refused(run_tune("run", "--storage", "postgresql://u@h/db", *ANALYTIC, cwd=workdir), "psycopg")
     assert _files(workdir) == set()
 

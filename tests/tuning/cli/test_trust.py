@@ -139,11 +139,12 @@ def test_outputs_never_overwrite_inputs_or_databases(tmp_path: Path) -> None:
 
 
 # 3. No password is printed, stored or exported, in any URL form.
-@pytest.mark.parametrize("form", ["query", "empty_user", "userinfo"])
+@pytest.mark.parametrize("form", ["query", "encoded_key", "empty_user", "userinfo"])
 def test_no_password_in_any_output(form: str, pg_url: str, tmp_path: Path) -> None:
     # Trust auth ignores the password; we must still never show it.
     url = {
         "query": f"{pg_url}?password={SECRET}",
+        "encoded_key": f"{pg_url}?pass%77ord={SECRET}",  # the driver decodes the key to `password`
         "empty_user": pg_url.replace("postgres@", f":{SECRET}@") + "?user=postgres",
         "userinfo": pg_url.replace("postgres@", f"postgres:{SECRET}@"),
     }[form]
@@ -424,6 +425,7 @@ def test_a_usage_error_quoting_a_url_masks_its_password(args: tuple[str, ...], t
         ("at http://h:9/?token=s3cr3t: API request", "at http://h:9/?token=***: API request"),
         ("?PASSWORD=Sek:rAt (psycopg", "?PASSWORD=*** (psycopg"),
         ("postgresql://u:p:w@h/d: no answer", "postgresql://u:***@h/d: no answer"),
+        ("/db?sslmode=disable&pass%77ord=Sek1 (x", "/db?sslmode=disable&pass%77ord=*** (x"),
     ],
 )
 def test_a_masked_password_keeps_the_message_around_it(text: str, shown: str) -> None:

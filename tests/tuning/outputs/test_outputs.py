@@ -76,3 +76,21 @@ def test_a_databases_journal_is_refused_like_the_database(suffix: str, tmp_path:
         with pytest.raises(OutputError, match="database"):
             check_output(journal)
     check_output(tmp_path / f"other.db{suffix}")  # no database beside it: an ordinary name
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("/dev/null", "is not a regular file"),  # a rename over it would replace the device (as root)
+        ("/proc/export.yaml", "is not writable"),  # os.access says yes there for root: it is tried
+        ("-", "outputs are files, not stdout"),
+        ("file/export.yaml", "is a file, not a folder"),
+    ],
+)
+def test_no_place_for_a_file_is_refused_before_any_work(where: str, reason: str, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("notes")
+    path = Path(where) if where.startswith("/") or where == "-" else tmp_path / where
+    with pytest.raises(OutputError, match=reason):
+        check_output(path)
+    assert Path("/dev/null").is_char_device() and (tmp_path / "file").read_text() == "notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe left behind

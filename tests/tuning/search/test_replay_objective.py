@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,12 +70,41 @@ def test_what_the_curves_cannot_answer_is_refused_in_one_line(sets: list[str], m
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_a_file_that_is_not_a_surrogate_is_refused(tmp_path: Path) -> None:
-    bad = tmp_path / "curves.json"
-    bad.write_text('{"format": "something else"}')
+def _edited(change: str) -> str:
+    """The recorded surrogate as JSON text, with one thing broken."""
+    doc = json.loads(SURROGATE.read_text())
+    if change == "nan":
+        doc["miou"]["lengthscales"][0] = math.nan
+    elif change == "epochs":
+        doc["epochs"] = 1000  # more than the curves hold: every trial would fail in a matmul
+    elif change == "no epochs":
+        del doc["epochs"]
+    elif change == "list":
+        doc = [doc]
+    else:
+        doc = {"format": "something else"}
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("format", "expected a 'tune replay surrogate v1' file"),
+        ("nan", "a NaN or an infinite number"),
+        ("epochs", "epochs is 1000 but the curves hold [12]"),
+        ("no epochs", "it has no 'epochs' entry"),
+        ("list", "not a JSON object"),
+        ("device", "not a regular file"),  # /dev/zero would be read until memory runs out
+    ],
+)
+def test_a_file_that_is_not_a_surrogate_is_refused(change: str, reason: str, tmp_path: Path) -> None:
+    bad = Path("/dev/zero") if change == "device" else tmp_path / "curves.json"
+    if change != "device":
+        bad.write_text(_edited(change))
     spec = _spec(f"objective.surrogate={bad}")
-    with pytest.raises(TuneError, match="is not a replay surrogate"):
+    with pytest.raises(TuneError, match="is not a replay surrogate") as caught:
         evaluate(spec.config_for(CONFIG), spec, TrialContext(0, lambda e, v: False))
+    assert reason in str(caught.value)
 
 
 @pytest.mark.parametrize(

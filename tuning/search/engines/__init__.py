@@ -23,10 +23,11 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from marstune.tuning.errors import MissingExtraError, UsageError
+from marstune.tuning.errors import MissingExtraError, SpecError, UsageError
 from marstune.tuning.search.samplers import OPTUNA_SAMPLERS
 
 if TYPE_CHECKING:
+    from marstune.tuning.config.space import Space
     from marstune.tuning.config.spec import Spec
     from marstune.tuning.study.lifecycle import DataInfo
 
@@ -125,6 +126,22 @@ def check_pair(engine: str, sampler: str) -> None:
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(sorted(ENGINES))}")
     if sampler not in ENGINES[engine].samplers:
         raise UsageError(f"the {engine} engine has no sampler {sampler!r}; valid pairs are {valid_pairs()}")
+
+
+def check_space_for(engine: str, sampler: str, space: Space) -> None:
+    """Refuse, before any framework loads, a space the engine would walk wrongly: Keras Tuner's grid
+    walks the whole product, so it would train one configuration once per value of a loss key that only
+    some losses read (the optuna grid trains it once: Space.grid)."""
+    from marstune.tuning.config.space import LOSS_KEYS
+
+    if engine == "keras-tuner" and sampler == "grid" and space.grid_size() < space.product_size():
+        varied = [k for k, p in space.params.items() if k != "loss" and k in LOSS_KEYS and len(p.grid()) > 1]
+        keys = ", ".join(varied)
+        raise SpecError(
+            f"keras-tuner's grid walks every combination, so it would train a loss once per value of "
+            f"{keys}, which only some losses read; run the grid with --engine optuna (each "
+            "configuration once), or use keras-tuner's random or bayes sampler"
+        )
 
 
 def load_engine(name: str) -> Engine:

@@ -30,11 +30,16 @@ from typing import Any
 import keras_tuner as kt
 from keras_tuner.src import config as kt_config
 
-from marstune.tuning.config.space import LOSS_KEYS, Categorical, Int, Space, trained_as
+from marstune.tuning.config.space import Categorical, Int, Space, trained_as
 from marstune.tuning.config.spec import Spec
 from marstune.tuning.errors import FatalError, SpecError, TrialFailed
 from marstune.tuning.search import failures
-from marstune.tuning.search.engines import KERAS_TUNER_SAMPLERS, KerasTunerOptions, RunSummary
+from marstune.tuning.search.engines import (
+    KERAS_TUNER_SAMPLERS,
+    KerasTunerOptions,
+    RunSummary,
+    check_space_for,
+)
 from marstune.tuning.search.engines.keras_tuner_trials import (
     Job,
     choose_project,
@@ -63,13 +68,8 @@ class _Fatal(kt.errors.FatalError):
 
 def to_hyperparameters(space: Space, baseline: dict[str, Any], grid: bool = False) -> kt.HyperParameters:
     """The ONE space as Keras Tuner HyperParameters: same names and inclusive bounds, baseline defaults."""
-    if grid and space.grid_size() < space.product_size():
-        # Keras Tuner's grid walks the whole product: it would train crossentropy once per focal_gamma.
-        keys = ", ".join(k for k in space.params if k != "loss" and k in LOSS_KEYS)
-        raise SpecError(
-            f"a grid over the loss and {keys} (which only some losses read) runs on --engine optuna "
-            "--sampler grid, which trains each configuration once; or use keras-tuner's random or bayes"
-        )
+    if grid:
+        check_space_for("keras-tuner", "grid", space)
     hp = kt.HyperParameters()
     for name, p in space.params.items():
         default = baseline.get(name)

@@ -108,7 +108,7 @@ def test_space_becomes_preregistered_hyperparameters() -> None:
     grid = {p.name: p for p in engine.to_hyperparameters(spec.space, spec.baseline, grid=True).space}
     assert list(grid["dropout"].values) == [0.0, 0.2, 0.4]  # floats enumerate `grid:` as on Optuna
     two_gammas = make_spec("grid", 6, "space.focal_gamma={type: float, low: 1, high: 3, grid: [1, 3]}")
-    refused = r"focal_gamma \(which only some losses read\) runs on --engine optuna --sampler grid"
+    refused = r"once per value of focal_gamma, which only some losses read; run the grid with --engine optuna"
     with pytest.raises(SpecError, match=refused):
         engine.to_hyperparameters(two_gammas.space, two_gammas.baseline, grid=True)  # KT would run it twice
 
@@ -118,6 +118,22 @@ def test_space_becomes_preregistered_hyperparameters() -> None:
     asked.Int("units", 1, 4)  # what a builder asking for an unlisted entry would do
     with pytest.raises(RuntimeError, match="allow_new_entries"):
         oracle.update_space(asked)
+
+
+def test_its_grid_over_a_loss_key_is_refused_before_keras_loads(tmp_path: Path) -> None:
+    space = [
+        "space.loss={type: categorical, choices: [crossentropy, focal]}",
+        "space.focal_gamma={type: float, low: 1, high: 3, grid: [1, 3]}",
+    ]
+    args = ["run", "--engine", "keras-tuner", "--sampler", "grid", "--storage", "sqlite:///x.db"]
+    result = run_tune(*args, *[a for s in space for a in ("--set", s)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: keras-tuner's grid walks every combination, so it would train a loss once per value of "
+        "focal_gamma, which only some losses read; run the grid with --engine optuna (each configuration "
+        "once), or use keras-tuner's random or bayes sampler"
+    ]  # one line, before TensorFlow's start-up lines or the resolved spec
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_space_keras_tuner_cannot_take_is_refused_before_anything_is_written(tmp_path: Path) -> None:
