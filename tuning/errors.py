@@ -148,6 +148,10 @@ def secrets_of(url: str) -> set[str]:
     match = _USERINFO.search(url)
     if match and ":" in match.group("userinfo"):
         found.add(match.group("userinfo").split(":", 1)[1])
+    if "://" not in url:  # `user:pw@host/db`, a URL without its scheme: refused, but quoted when it is
+        userinfo = url.strip().split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
     parsed = _SQLALCHEMY_PASSWORD.match(url.strip())
     if parsed:
         found.add(parsed.group("password"))

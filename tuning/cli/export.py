@@ -81,6 +81,8 @@ def export_best(
     path = out or Path("studies") / f"{name}.best.yaml"
     flag = "--out" if out is not None else "the default --out"
     inputs: list[Path | None] = [*sqlite_files(url), *_study_inputs(url, name)]
+    if out is not None and not path.name:  # `.` or "": with_suffix below would fail on the empty name
+        check_output(path, flag=flag)
     model_path = path.with_suffix(".keras")
     if out is not None and model_path == path:  # the model would be written there, then the YAML over it
         raise OutputError(

@@ -55,16 +55,14 @@ def predict(
 
     from marstune.tuning.errors import UsageError
     from marstune.tuning.final.predict import load_images, load_model
-    from marstune.tuning.outputs import check_output
+    from marstune.tuning.outputs import check_folder_output, check_output
 
     if (model is None) == (study is None):
         raise UsageError("give either --model FILE.keras or --study NAME (its best kept model)")
     kept = _kept_model(study, storage) if study is not None else None
     check_output(out, inputs=[model, data, kept])  # before any work: never over the model or the data
-    if png is not None and (png.exists() and not png.is_dir()):
-        from marstune.tuning.errors import OutputError
-
-        raise OutputError(f"--png {png} is a file; give a folder for the overlay images")
+    if png is not None:
+        check_folder_output(png, flag="--png")
     images = load_images(data)  # checked before TensorFlow loads: a wrong file fails in a second
     from marstune.tuning.train.devices import configure
 

@@ -220,12 +220,12 @@ def load_optimizers(path: Path, optimizers: dict[str, Any]) -> None:
 def check_new_out(out: Path) -> None:
     """A new run goes into an empty or new folder only: checked before the data loads, and again
     when the folder is made."""
+    from marstune.tuning.outputs import check_folder_output
+
     if (out / "run.json").exists():
         raise TuneError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    above = next((p for p in out.absolute().parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise TuneError(f"--out {out}: {above} is a file, not a folder; choose another --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_folder_output(out, flag="--out")  # `-`, a file above it, or a place nothing can be made in
+    if out.exists() and any(out.iterdir()):
         raise TuneError(f"--out {out} exists and is not an empty folder; choose another --out")
 
 

@@ -59,7 +59,7 @@ def check_output(
     for source in inputs:
         if source is not None and same_path(path, source):
             raise OutputError(f"{flag} {path} is also this command's input; write the output elsewhere")
-    if path.is_dir() and not folder_ok:
+    if (path.is_dir() or not path.name) and not folder_ok:  # `.`, `..` and "" name no file either
         raise OutputError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'out'}")
     if path.exists() and not path.is_file() and not path.is_dir():  # a rename would replace the device
         raise OutputError(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file name")
@@ -78,6 +78,22 @@ def check_output(
     if not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(path):
         raise OutputError(f"{flag} {path}: folder {parent} is not writable; change {flag}")
     return path
+
+
+def check_folder_output(folder: Path, *, flag: str) -> Path:
+    """Refuse a folder a command would create and fill, before any work: `-`, a file, or a place under
+    which nothing can be made (a file above it, /proc, a read-only mount)."""
+    folder = Path(folder)
+    if str(folder) == "-":
+        raise OutputError(f"{flag} -: give a folder name")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{flag} {folder} is a file; give a folder")
+    above = next((p for p in [folder.absolute(), *folder.absolute().parents] if p.exists()), Path("/"))
+    if not above.is_dir():
+        raise OutputError(f"{flag} {folder}: {above} is a file, not a folder; change {flag}")
+    if not os.access(above, os.W_OK | os.X_OK) or not _can_create_in(above / "probe"):
+        raise OutputError(f"{flag} {folder}: nothing can be created in {above}; change {flag}")
+    return folder
 
 
 def _can_create_in(path: Path) -> bool:

@@ -110,7 +110,7 @@ def _surrogate(path: str) -> Replay:
             f"objective.surrogate: no file {path}; run `python -m bench surrogate` in the repository "
             "or point objective.surrogate at a fitted surrogate's JSON"
         ) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # a folder, not JSON, ...
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # not JSON, ...
         if isinstance(exc, KeyError):
             reason = f"it has no {exc.args[0]!r} entry"
         else:

@@ -134,7 +134,10 @@ class Replay:
         if doc.get("format") != FORMAT:
             raise ValueError(f"replay: expected a {FORMAT!r} file, got format {doc.get('format')!r}")
         self.doc = doc
-        self.epochs = int(doc["epochs"])
+        epochs = doc["epochs"]
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            raise ValueError(f"epochs must be a whole number, got {epochs!r}")
+        self.epochs = epochs
         self.features: list[dict[str, Any]] = list(doc["features"])
         self.miou = GPMean(doc["miou"], self.features)
         self.log_seconds = GPMean(doc["log_seconds"], self.features)

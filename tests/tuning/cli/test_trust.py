@@ -407,6 +407,7 @@ def test_nothing_imports_the_bare_folder_names() -> None:
         ("run", "--engine", "postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"),  # a bad choice
         ("run", "--sampler=postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"),
         ("status", "--storage", "postgresql+psycopg://postgres:Ux1@secret@127.0.0.1/db"),  # a raw @
+        ("status", "--storage", "postgres:Ux1secret@127.0.0.1/db"),  # no scheme: refused, still masked
     ],
 )
 def test_a_usage_error_quoting_a_url_masks_its_password(args: tuple[str, ...], tmp_path: Path) -> None:

@@ -355,7 +355,9 @@ def test_a_taken_out_folder_is_refused_before_the_data_is_read(exported: Path) -
     under_a_file = ("--out", "taken/notes.txt/run", "--data", "absent.npz")
     refused = run_tune("pix2pix", "--config", exported.name, *under_a_file, cwd=cwd)
     _refused(refused, "is a file, not a folder")
-    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    for out, message in (("-", "give a folder name"), ("/proc/run", "nothing can be created in /proc")):
+        _refused(run_tune("pix2pix", "--config", exported.name, "--out", out, cwd=cwd), message)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and not (cwd / "-").exists()
 
 
 def test_a_folder_another_pix2pix_is_writing_is_refused(exported: Path) -> None:

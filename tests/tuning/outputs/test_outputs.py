@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from marstune.tuning.errors import OutputError
-from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
+from marstune.tuning.outputs import check_folder_output, check_output, replace_atomically, write_atomically
 
 
 def test_an_existing_output_is_replaced_keeping_its_mode(tmp_path: Path) -> None:
@@ -85,12 +85,31 @@ def test_a_databases_journal_is_refused_like_the_database(suffix: str, tmp_path:
         ("/proc/export.yaml", "is not writable"),  # os.access says yes there for root: it is tried
         ("-", "outputs are files, not stdout"),
         ("file/export.yaml", "is a file, not a folder"),
+        (".", "is a directory; give a file name"),
     ],
 )
 def test_no_place_for_a_file_is_refused_before_any_work(where: str, reason: str, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("notes")
-    path = Path(where) if where.startswith("/") or where == "-" else tmp_path / where
+    path = Path(where) if where.startswith("/") or where in ("-", ".") else tmp_path / where
     with pytest.raises(OutputError, match=reason):
         check_output(path)
     assert Path("/dev/null").is_char_device() and (tmp_path / "file").read_text() == "notes"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe left behind
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("-", "give a folder name"),
+        ("file", "is a file; give a folder"),
+        ("file/pngs", "is a file, not a folder"),
+        ("/proc/pngs", "nothing can be created in /proc"),
+    ],
+)
+def test_a_folder_output_nothing_can_be_made_in_is_refused(where: str, reason: str, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("notes")
+    path = Path(where) if where.startswith("/") or where == "-" else tmp_path / where
+    with pytest.raises(OutputError, match=reason):
+        check_folder_output(path, flag="--png")
+    assert check_folder_output(tmp_path / "new" / "pngs", flag="--png") == tmp_path / "new" / "pngs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing made, no probe left
