@@ -43,7 +43,6 @@ def test_one_store_serves_every_studys_folder(tmp_path: Path) -> None:
         store.open_reader("id-1")
 
 
-@pytest.mark.slow
 def test_the_top_k_models_are_kept_linked_and_used(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
