@@ -401,7 +401,9 @@ def test_the_base_images_are_settings_with_the_registrys_defaults(
     for name, service in services.items():
         if name != "postgres":
             assert service["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim", "EXTRAS": "ray,gpu"}, name
-    unset = _resolve(_env_file(tmp_path / "unset.env", PYTHON_IMAGE=None, POSTGRES_IMAGE=None, TUNE_EXTRAS=None))
+    unset = _resolve(
+        _env_file(tmp_path / "unset.env", PYTHON_IMAGE=None, POSTGRES_IMAGE=None, TUNE_EXTRAS=None)
+    )
     assert unset["services"]["postgres"]["image"] == "postgres:16"
     assert unset["services"]["tune-worker"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
     local = _resolve(
@@ -411,7 +413,10 @@ def test_the_base_images_are_settings_with_the_registrys_defaults(
         )
     )["services"]  # fmt: skip
     assert local["postgres"]["image"] == "tune-postgres:15-bookworm"
-    assert local["dashboard"]["build"]["args"] == {"PYTHON_IMAGE": "tune-python:3.11-bookworm", "EXTRAS": "ray"}
+    assert local["dashboard"]["build"]["args"] == {
+        "PYTHON_IMAGE": "tune-python:3.11-bookworm",
+        "EXTRAS": "ray",
+    }
     script = (REPO / "tools" / "build-base-images").read_text()
     for name in ("tune-python:3.11-bookworm", "tune-postgres:15-bookworm"):
         assert name in script and name in ENV_EXAMPLE.read_text(), name
@@ -478,8 +483,9 @@ def test_the_dockerfile_installs_dependencies_before_the_code() -> None:
     before = [a for op, a in final[:deps] if op in ("COPY", "ADD")]
     assert before == ["--from=requirements /src/requirements.txt /tmp/requirements.txt"], before
     # `tune` is checked where this Python installs scripts (/usr/local/bin, or a venv's bin).
-    assert "ensure-tune \"$(python -c 'import sysconfig; print(sysconfig.get_path(\"scripts\"))')\" ." in (
-        final[project][1]
+    assert (
+        'ensure-tune "$(python -c \'import sysconfig; print(sysconfig.get_path("scripts"))\')" .'
+        in (final[project][1])
     )
     assert ("ENTRYPOINT", '["tune-entrypoint"]') in final
     assert ("COPY", "tools/docker-entrypoint /usr/local/bin/tune-entrypoint") in final
@@ -535,7 +541,8 @@ def test_make_env_writes_fresh_secrets_it_never_shows(tmp_path: Path) -> None:
     assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in secrets_) and secrets_[0] != secrets_[1]
     assert not any(s in made.stdout + made.stderr for s in secrets_)
     # The named volume (the example's TUNE_STUDIES) is the image user's: the ids stay 1000.
-    assert values["TUNE_STUDIES"] == "studies" and (values["TUNE_UID"], values["TUNE_GID"]) == ("1000", "1000")
+    assert values["TUNE_STUDIES"] == "studies"
+    assert (values["TUNE_UID"], values["TUNE_GID"]) == ("1000", "1000")
     services = _resolve(target)["services"]
     assert f":{secrets_[0]}@" in services["tune-worker"]["environment"]["TUNE_STORAGE"]
     before = target.read_text()
@@ -557,7 +564,9 @@ def test_make_env_gives_a_host_studies_folder_its_owner(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    values = dict(ln.split("=", 1) for ln in (tmp_path / ".env").read_text().splitlines() if "=" in ln and ln[0] != "#")
+    values = dict(
+        ln.split("=", 1) for ln in (tmp_path / ".env").read_text().splitlines() if "=" in ln and ln[0] != "#"
+    )
     owner = (tmp_path / "shared").stat()
     assert (values["TUNE_UID"], values["TUNE_GID"]) == (str(owner.st_uid), str(owner.st_gid))
     assert values["TUNE_STUDIES"] == "./shared" and f"TUNE_UID={owner.st_uid}" in made.stdout

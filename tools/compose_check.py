@@ -41,12 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASES = {"PYTHON_IMAGE": "python:3.11-slim", "POSTGRES_IMAGE": "postgres:16"}
 LOCAL_BASES = {"PYTHON_IMAGE": "tune-python:3.11-bookworm", "POSTGRES_IMAGE": "tune-postgres:15-bookworm"}
 STUDY = "compose-check"
-TRIALS = 6  # the optuna study's target
+TRIALS = 8  # the optuna study's target: enough for the workers, restarted until it exists, to join
 RAY_TRIALS = 3
 # Tiny and quick: 24 synthetic pairs, 2 epochs; two kept models.
 TINY = [
     "--epochs", "2", "--set", "data.synthetic_items=24", "--set", "train.max_items=24",
-    "--set", "train.batch_size=8", "--set", "search.keep_models=2", "--threads", "1",
+    "--set", "train.batch_size=8", "--set", "search.keep_models=2", "--set", "search.trials_per_process=0",
+    "--threads", "1",
 ]  # fmt: skip
 
 
@@ -179,17 +180,24 @@ class Stack:
             yaml.safe_dump(config, out, sort_keys=False)
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 1800, capture: bool = True, **env: str
+        self, *args: str, check: bool = True, timeout: float = 1800, show: bool = False, **env: str
     ) -> subprocess.CompletedProcess:
+        """A compose command: stdout captured (shown too for `build`); stderr shown as it comes (`show`,
+        for long work) or kept for the error."""
         argv = [*self._base(), "-f", str(self.file), *args]
         done = subprocess.run(
             argv, cwd=REPO, env=self._env(**env), timeout=timeout, text=True,
-            stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+            stdout=None if args[0] == "build" else subprocess.PIPE, stderr=None if show else subprocess.PIPE,
         )  # fmt: skip
         if check and done.returncode != 0:
-            tail = (done.stderr or "").strip().splitlines()[-15:]
-            raise CheckFailed(f"`compose {' '.join(args[:3])}` exited {done.returncode}:\n" + "\n".join(tail))
+            tail = "(its output is above)" if show else "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise CheckFailed(f"`compose {' '.join(args[:4])}` exited {done.returncode}: {tail}")
         return done
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """A compose command in the background, its stderr shown as it comes."""
+        argv = [*self._base(), "-f", str(self.file), *args]
+        return subprocess.Popen(argv, cwd=REPO, env=self._env(), stdout=subprocess.DEVNULL, text=True)
 
     def containers(self, service: str | None = None, every: bool = False) -> list[str]:
         labels = [f"label=com.docker.compose.project={self.project}"]
@@ -210,7 +218,11 @@ class Stack:
         while True:
             found = self.containers(service)
             states = [self.inspect(c)["State"] for c in found]
-            healthy = [c for c, s in zip(found, states, strict=True) if s.get("Health", {}).get("Status") == "healthy"]
+            healthy = [
+                c
+                for c, s in zip(found, states, strict=True)
+                if s.get("Health", {}).get("Status") == "healthy"
+            ]
             if len(healthy) >= count:
                 say(f"{service}: healthy ({len(healthy)} container(s))")
                 return healthy
@@ -219,13 +231,12 @@ class Stack:
                 raise CheckFailed(f"{service} is not healthy after {timeout:.0f} s: {states}\n{logs}")
             time.sleep(3)
 
-    def exec_healthcheck(self, container: str) -> None:
+    def passes_healthcheck(self, container: str) -> bool:
         """Run the healthcheck the compose file gives a container, now, in it (as Docker runs it)."""
         test = self.inspect(container)["Config"]["Healthcheck"]["Test"]
         argv = test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
-        done = subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise CheckFailed(f"healthcheck {argv} failed in {container[:12]}: {done.stderr.strip()[-500:]}")
+        done = subprocess.run(["docker", "exec", container, *argv], capture_output=True, timeout=120)
+        return done.returncode == 0
 
     def down(self) -> None:
         """`down -v`, then nothing of the project may remain."""
@@ -265,16 +276,25 @@ def check_optuna(stack: Stack) -> None:
     stack.wait_healthy("dashboard", timeout=240)
     # Before the study exists they exit 1 and are restarted (restart: on-failure) until it does.
     stack.run("up", "-d", "--scale", "tune-worker=2", "tune-worker", timeout=300)
-    say(f"tune run: {TRIALS} trials of a real U-Net (synthetic terrain, 2 epochs) with 2 tune-workers")
-    started = time.monotonic()
-    cli = ("run", "--rm", "-T", "tune")
-    run = stack.run(*cli, "run", "--study", STUDY, "--sampler", "random", "--trials", str(TRIALS), *TINY)
-    say(f"tune run: done in {time.monotonic() - started:.0f} s")
     workers = stack.containers("tune-worker", every=True)
     if len(workers) != 2:
         raise CheckFailed(f"expected 2 tune-worker containers, found {len(workers)}")
-    for worker in stack.containers("tune-worker"):  # still up: their healthcheck, as Docker runs it
-        stack.exec_healthcheck(worker)
+    say(f"tune run: {TRIALS} trials of a real U-Net (synthetic terrain, 2 epochs) with 2 tune-workers")
+    started = time.monotonic()
+    cli = ("run", "--rm", "-T", "tune")
+    run = stack.start(*cli, "run", "--study", STUDY, "--sampler", "random", "--trials", str(TRIALS), *TINY)
+    healthy: set[str] = set()  # workers whose healthcheck passed while they worked on the study
+    while run.poll() is None:
+        for worker in set(stack.containers("tune-worker")) - healthy:  # running now
+            if stack.passes_healthcheck(worker):  # fails until the study exists
+                healthy.add(worker)
+                say(f"tune-worker {worker[:12]}: its healthcheck passes (the study answers)")
+        time.sleep(5)
+    if run.returncode != 0:
+        raise CheckFailed(f"`compose run --rm tune run` exited {run.returncode} (its output is above)")
+    say(f"tune run: done in {time.monotonic() - started:.0f} s")
+    if len(healthy) != 2:
+        raise CheckFailed(f"{2 - len(healthy)} tune-worker(s) never passed their healthcheck while working")
     deadline = time.monotonic() + 300  # each ends at the target, exit 0 (never restarted after)
     while any(stack.inspect(w)["State"]["Running"] for w in workers):
         if time.monotonic() > deadline:
@@ -313,7 +333,6 @@ def check_optuna(stack: Stack) -> None:
     say(f"trials ran in {len(hosts)} containers, {len(hosts & worker_hosts)} of them tune-workers")
     for service in ("postgres", "dashboard"):
         stack.wait_healthy(service, timeout=60)
-    del run
 
 
 def check_ray(stack: Stack) -> None:
@@ -337,7 +356,7 @@ def check_ray(stack: Stack) -> None:
     cli = ("--profile", "ray", "run", "--rm", "-T", "tune-ray")
     stack.run(
         *cli, "run", "--engine", "ray", "--address", address, "--study", f"{STUDY}-ray",
-        "--sampler", "random", "--trials", str(RAY_TRIALS), *TINY,
+        "--sampler", "random", "--trials", str(RAY_TRIALS), *TINY, show=True,
     )  # fmt: skip
     at_target(stack, cli, f"{STUDY}-ray", RAY_TRIALS)
     for service in ("postgres", "ray-head", "ray-worker"):
@@ -362,7 +381,7 @@ def main(argv: Sequence[str]) -> int:
                 stack = Stack(compose, Path(workdir), bases, ["ray"] if name == "ray" else [])
                 say(f"{name}: project {stack.project}; building the image (cached layers are reused)")
                 built = time.monotonic()
-                stack.run("build", "ray-head" if name == "ray" else "dashboard", capture=False, timeout=7200)
+                stack.run("build", "ray-head" if name == "ray" else "dashboard", show=True, timeout=7200)
                 say(f"{name}: image built in {time.monotonic() - built:.0f} s")
                 try:
                     check(stack)
