@@ -315,9 +315,9 @@ def check_optuna(stack: Stack) -> None:
     say(f"export-best: trial {exported['trial']} (val mIoU {exported['value']:.4f}), {exported['model']}")
 
     dashboard = f"http://127.0.0.1:{stack.ports['dashboard']}"
-    studies = http_json(f"{dashboard}/api/studies")["studies"]
+    studies = http_json(f"{dashboard}/api/studies")["study_summaries"]
     (study_id,) = [s["study_id"] for s in studies if s["study_name"] == STUDY]
-    trials = http_json(f"{dashboard}/api/studies/{study_id}?after=0")["trials"]
+    trials = http_json(f"{dashboard}/api/studies/{study_id}")["trials"]
     (best,) = [t for t in trials if t["number"] == exported["trial"]]
     (artifact,) = best["artifacts"]
     url = f"{dashboard}/artifacts/{study_id}/{best['trial_id']}/{artifact['artifact_id']}"

@@ -161,3 +161,49 @@ def test_both_dashboards_serve_while_a_study_runs(tmp_path: Path) -> None:
         for error in LOCK_ERRORS:
             assert error not in text, f"{name}: {error}\n{text}"
     assert "optuna-dashboard on http://127.0.0.1:" in logs["tune-dashboard"].read_text()
+
+
+@pytest.mark.slow
+def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_path: Path) -> None:
+    """README: `tune dashboard` passes the kept models' folder itself; the stock `optuna-dashboard URL`
+    answers a model download with HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
+    import urllib.error
+    import urllib.request
+
+    url = "sqlite:///studies/tune.db"
+    tiny = ("--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24")
+    made = run_tune("run", "--storage", url, "--study", "kept", "--trials", "1", *tiny, "-q", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    (model,) = (tmp_path / "studies" / "kept" / "artifacts").iterdir()
+    stock_cli = str(Path(sys.executable).parent / "optuna-dashboard")
+    commands = {
+        "tune-dashboard": lambda port: tune_args("dashboard", "--storage", url, "--port", str(port)),
+        "stock": lambda port: [stock_cli, url, "--host", HOST, "--port", str(port)],
+        "stock-with-dir": lambda port: [
+            *[stock_cli, url, "--host", HOST, "--port", str(port)],
+            *["--artifact-dir", "studies/kept/artifacts"],
+        ],
+    }
+    answers: dict[str, tuple[int, bytes]] = {}
+    for name, command in commands.items():
+        port = free_port()
+        log = tmp_path / f"{name}.log"
+        server = start(command(port), log, tmp_path)
+        try:
+            base = f"http://{HOST}:{port}"
+            wait_http(f"{base}/api/studies", server, log)
+            (study,) = get_json(f"{base}/api/studies")["study_summaries"]
+            (trial,) = get_json(f"{base}/api/studies/{study['study_id']}")["trials"]
+            (artifact,) = trial["artifacts"]
+            assert artifact["artifact_id"] == model.name and artifact["filename"] == "model.keras"
+            link = f"{base}/artifacts/{study['study_id']}/{trial['trial_id']}/{artifact['artifact_id']}"
+            try:
+                with urllib.request.urlopen(link, timeout=30) as response:
+                    answers[name] = (response.status, response.read())
+            except urllib.error.HTTPError as exc:
+                answers[name] = (exc.code, b"")
+        finally:
+            stop(server)
+    assert answers["tune-dashboard"] == (200, model.read_bytes())
+    assert answers["stock"][0] == 400
+    assert answers["stock-with-dir"] == (200, model.read_bytes())
