@@ -41,13 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASES = {"PYTHON_IMAGE": "python:3.11-slim", "POSTGRES_IMAGE": "postgres:16"}
 LOCAL_BASES = {"PYTHON_IMAGE": "tune-python:3.11-bookworm", "POSTGRES_IMAGE": "tune-postgres:15-bookworm"}
 STUDY = "compose-check"
-TRIALS = 8  # the optuna study's target: enough for the workers, restarted until it exists, to join
+TRIALS = 6  # the optuna study's target: enough for the workers, restarted until it exists, to join
 RAY_TRIALS = 3
-# Tiny and quick: 24 synthetic pairs, 2 epochs; two kept models.
+# Tiny and quick: the demo's space (small U-Nets), 24 synthetic pairs, 2 epochs; two kept models.
 TINY = [
-    "--epochs", "2", "--set", "data.synthetic_items=24", "--set", "train.max_items=24",
-    "--set", "train.batch_size=8", "--set", "search.keep_models=2", "--set", "search.trials_per_process=0",
-    "--threads", "1",
+    "--spec", "studies/demo.yaml", "--epochs", "2", "--set", "data.synthetic_items=24",
+    "--set", "train.max_items=24", "--set", "train.batch_size=8", "--set", "search.keep_models=2",
+    "--set", "search.trials_per_process=0", "--threads", "1",
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ HTTP; every process is stopped by its PID.
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -165,16 +166,15 @@ def test_both_dashboards_serve_while_a_study_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_path: Path) -> None:
-    """README: `tune dashboard` passes the kept models' folder itself; the stock `optuna-dashboard URL`
-    answers a model download with HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
+    """README: `tune dashboard` serves every study's kept models, a study made after it started included
+    (the compose stack starts it first); the stock `optuna-dashboard URL` answers a model download with
+    HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
     import urllib.error
     import urllib.request
 
     url = "sqlite:///studies/tune.db"
-    tiny = ("--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24")
-    made = run_tune("run", "--storage", url, "--study", "kept", "--trials", "1", *tiny, "-q", cwd=tmp_path)
-    assert made.returncode == 0, made.stderr
-    (model,) = (tmp_path / "studies" / "kept" / "artifacts").iterdir()
+    first = run_tune("run", "--storage", url, "--study", "first", "--trials", "1", *ANALYTIC, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
     stock_cli = str(Path(sys.executable).parent / "optuna-dashboard")
     commands = {
         "tune-dashboard": lambda port: tune_args("dashboard", "--storage", url, "--port", str(port)),
@@ -184,25 +184,41 @@ def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_
             *["--artifact-dir", "studies/kept/artifacts"],
         ],
     }
+    ports = {name: free_port() for name in commands}
+    servers: dict[str, subprocess.Popen] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
     answers: dict[str, tuple[int, bytes]] = {}
-    for name, command in commands.items():
-        port = free_port()
-        log = tmp_path / f"{name}.log"
-        server = start(command(port), log, tmp_path)
-        try:
-            base = f"http://{HOST}:{port}"
-            wait_http(f"{base}/api/studies", server, log)
-            (study,) = get_json(f"{base}/api/studies")["study_summaries"]
-            (trial,) = get_json(f"{base}/api/studies/{study['study_id']}")["trials"]
+    try:
+        servers["tune-dashboard"] = start(
+            commands["tune-dashboard"](ports["tune-dashboard"]), logs["tune-dashboard"], tmp_path
+        )
+        wait_http(
+            f"http://{HOST}:{ports['tune-dashboard']}/api/studies",
+            servers["tune-dashboard"],
+            logs["tune-dashboard"],
+        )
+        tiny = ("--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24", "-q")
+        made = run_tune("run", "--storage", url, "--study", "kept", "--trials", "1", *tiny, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        (model,) = (tmp_path / "studies" / "kept" / "artifacts").iterdir()
+        for name in ("stock", "stock-with-dir"):
+            servers[name] = start(commands[name](ports[name]), logs[name], tmp_path)
+        for name, server in servers.items():
+            base = f"http://{HOST}:{ports[name]}"
+            wait_http(f"{base}/api/studies", server, logs[name])
+            studies = get_json(f"{base}/api/studies")["study_summaries"]
+            sid = next(s["study_id"] for s in studies if s["study_name"] == "kept")
+            (trial,) = get_json(f"{base}/api/studies/{sid}")["trials"]
             (artifact,) = trial["artifacts"]
             assert artifact["artifact_id"] == model.name and artifact["filename"] == "model.keras"
-            link = f"{base}/artifacts/{study['study_id']}/{trial['trial_id']}/{artifact['artifact_id']}"
+            link = f"{base}/artifacts/{sid}/{trial['trial_id']}/{artifact['artifact_id']}"
             try:
                 with urllib.request.urlopen(link, timeout=30) as response:
                     answers[name] = (response.status, response.read())
             except urllib.error.HTTPError as exc:
                 answers[name] = (exc.code, b"")
-        finally:
+    finally:
+        for server in servers.values():
             stop(server)
     assert answers["tune-dashboard"] == (200, model.read_bytes())
     assert answers["stock"][0] == 400
