@@ -48,6 +48,8 @@ COPY data/*.py ./data/
 RUN pip install --no-deps . && ensure-tune "$(python -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" .
 
 COPY --chown=tune:tune studies/*.yaml ./studies/
+# Ray's session folder: a volume the Ray head shares with its driver (tune-ray), which takes this owner.
+RUN mkdir -p /tmp/ray && chown tune:tune /tmp/ray
 USER tune
 
 # Refuses a Ray service without its token, a placeholder secret, or an unwritable studies/; then runs

@@ -353,6 +353,13 @@ def test_ray_runs_in_the_hosts_network(resolved: dict[str, Any]) -> None:
         assert services[name].get("profiles") == ["ray"], name
     head = services["ray-head"]["command"]
     assert "--dashboard-host=127.0.0.1" in head  # no longer behind a loopback port mapping
+    # The driver attaches to the head's raylet: it finds it among the processes it sees, and talks to it
+    # through the sockets in Ray's session folder.
+    assert services["tune-ray"]["pid"] == "service:ray-head"
+    for name in ("ray-head", "tune-ray"):
+        assert "ray-tmp:/tmp/ray:rw" in services[name]["volumes"], name
+    assert "ray-tmp" in resolved["volumes"]
+    assert "mkdir -p /tmp/ray && chown tune:tune /tmp/ray" in DOCKERFILE.read_text()  # the volume's owner
     for name in set(services) - RAY_SERVICES:
         assert services[name].get("network_mode") != "host", name
 

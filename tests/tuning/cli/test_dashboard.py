@@ -206,12 +206,14 @@ def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_
         for name, server in servers.items():
             base = f"http://{HOST}:{ports[name]}"
             wait_http(f"{base}/api/studies", server, logs[name])
-            studies = get_json(f"{base}/api/studies")["study_summaries"]
-            sid = next(s["study_id"] for s in studies if s["study_name"] == "kept")
-            (trial,) = get_json(f"{base}/api/studies/{sid}")["trials"]
+            studies = {
+                s["study_name"]: s["study_id"] for s in get_json(f"{base}/api/studies")["study_summaries"]
+            }
+            assert "kept" in studies, (name, studies, logs[name].read_text())
+            (trial,) = get_json(f"{base}/api/studies/{studies['kept']}")["trials"]
             (artifact,) = trial["artifacts"]
             assert artifact["artifact_id"] == model.name and artifact["filename"] == "model.keras"
-            link = f"{base}/artifacts/{sid}/{trial['trial_id']}/{artifact['artifact_id']}"
+            link = f"{base}/artifacts/{studies['kept']}/{trial['trial_id']}/{artifact['artifact_id']}"
             try:
                 with urllib.request.urlopen(link, timeout=30) as response:
                     answers[name] = (response.status, response.read())
