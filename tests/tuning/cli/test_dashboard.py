@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from marstune.tuning.cli.dashboard import DashboardError, browse_url, check_host, is_loopback
@@ -165,14 +166,16 @@ def test_both_dashboards_serve_while_a_study_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_path: Path) -> None:
+def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(
+    tmp_path: Path, pg_url: str
+) -> None:
     """README: `tune dashboard` serves every study's kept models, a study made after it started included
-    (the compose stack starts it first); the stock `optuna-dashboard URL` answers a model download with
-    HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
+    (the compose stack starts it first, on PostgreSQL); the stock `optuna-dashboard URL` answers a model
+    download with HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
     import urllib.error
     import urllib.request
 
-    url = "sqlite:///studies/tune.db"
+    url = pg_url  # PostgreSQL, as the compose stack runs it
     first = run_tune("run", "--storage", url, "--study", "first", "--trials", "1", *ANALYTIC, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     stock_cli = str(Path(sys.executable).parent / "optuna-dashboard")
@@ -206,10 +209,15 @@ def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(tmp_
         for name, server in servers.items():
             base = f"http://{HOST}:{ports[name]}"
             wait_http(f"{base}/api/studies", server, logs[name])
-            studies = {
-                s["study_name"]: s["study_id"] for s in get_json(f"{base}/api/studies")["study_summaries"]
-            }
-            assert "kept" in studies, (name, studies, logs[name].read_text())
+            deadline = time.monotonic() + 30
+            while True:
+                listed = get_json(f"{base}/api/studies")["study_summaries"]
+                studies = {s["study_name"]: s["study_id"] for s in listed}
+                if "kept" in studies or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            in_db = optuna.get_all_study_names(open_storage(url))
+            assert "kept" in studies, (name, studies, in_db, logs[name].read_text())
             (trial,) = get_json(f"{base}/api/studies/{studies['kept']}")["trials"]
             (artifact,) = trial["artifacts"]
             assert artifact["artifact_id"] == model.name and artifact["filename"] == "model.keras"
