@@ -12,7 +12,7 @@ EXTRAS ?= gp,ray,mlflow,dev
 CHROMIUM ?= /usr/bin/chromium
 DOCKER_COMPOSE ?= docker-compose
 
-.PHONY: install ensure-tune system-deps run test test-quick lint lint-imports bench clean
+.PHONY: install ensure-tune system-deps run test test-quick lint lint-imports bench clean compose-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,14 @@ lint: install
 
 lint-imports: install
 	$(BIN)/lint-imports  # DESIGN.md's one-way arrows between the rooms (pyproject.toml)
+
+# docker-compose.yml started for real and removed (tools/compose_check.py): PostgreSQL, the dashboard, two
+# CPU tune-workers and a small U-Net study through `docker compose run --rm tune run`, export-best with
+# its model, the model fetched from the dashboard's API; then the ray profile. Not part of `make test`
+# (it builds images: the first build downloads TensorFlow and Ray); starts dockerd if none runs, and
+# builds the base images from Debian's packages (tools/build-base-images) when no registry answers.
+compose-check: install
+	$(BIN)/python tools/compose_check.py
 
 bench: install
 	$(BIN)/python -m bench

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import unittest.mock
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,39 @@ STORAGES = ("sqlite", "postgresql")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `pg_instance`: a PostgreSQL server of the test's own, to restart, freeze or fill (never the shared one).
 pytest_plugins = ["tests.tuning.pg_instance"]
+
+
+# Audit events that mean a process of the test's own (sys.addaudithook; CPython names them so).
+_PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.exec", "os.spawn"}
+_watch: dict[str, list[str] | None] = {"started": None}  # a list while a quick test runs in the quick tier
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    started = _watch["started"]
+    if started is not None and event in _PROCESS_EVENTS:
+        started.append(f"{event} {str(args[:2])[:120]}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "not slow" in (config.option.markexpr or ""):  # the quick tier watches what tiers.py predicted
+        sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """In the quick tier, a test that starts a process fails, naming the rule that missed it."""
+    watched = "not slow" in (item.config.option.markexpr or "") and not item.get_closest_marker("slow")
+    _watch["started"] = [] if watched else None
+    try:
+        result = yield
+    finally:
+        started, _watch["started"] = _watch["started"], None
+    if started:
+        raise AssertionError(
+            f"this quick test started a process ({started[0]}); tests/tiers.py predicted it starts none:"
+            " teach tiers.py what it uses, so it lands in the full tier"
+        )
+    return result
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -91,23 +126,31 @@ def tune_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None) ->
 
     from typer.testing import CliRunner
 
+    from marstune.tuning import errors
     from marstune.tuning.cli.app import main
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    secrets = set(errors._KNOWN_SECRETS)  # noqa: SLF001 - a process's registry dies with it; restore it
     before = Path.cwd()
     code = 0
     runner = CliRunner()
-    with runner.isolation(env={"TUNE_STORAGE": None, **(env or {})}) as (out, err, *_):
+    with (
+        unittest.mock.patch.dict(os.environ),  # what a command sets (TUNE_VERBOSE, MLFLOW_*) dies with it
+        runner.isolation(env={"TUNE_STORAGE": None, **(env or {})}) as (out, err, *_),
+    ):
         os.chdir(cwd)
         try:
             main(list(args))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
+            gc.collect()  # storages the command dropped close their files (-wal, -shm), as at an exit
             sys.stdout.flush()  # the isolation's text wrappers buffer what was printed
             sys.stderr.flush()
             os.chdir(before)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            errors._KNOWN_SECRETS.clear()  # noqa: SLF001
+            errors._KNOWN_SECRETS.update(secrets)  # noqa: SLF001
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     return subprocess.CompletedProcess(["tune", *args], code, stdout, stderr)

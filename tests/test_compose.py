@@ -353,22 +353,80 @@ def test_ray_runs_in_the_hosts_network(resolved: dict[str, Any]) -> None:
         assert services[name].get("profiles") == ["ray"], name
     head = services["ray-head"]["command"]
     assert "--dashboard-host=127.0.0.1" in head  # no longer behind a loopback port mapping
+    # The driver attaches to the head's raylet: it finds it among the processes it sees, and talks to it
+    # through the sockets in Ray's session folder.
+    assert services["tune-ray"]["pid"] == "service:ray-head"
+    for name in ("ray-head", "tune-ray"):
+        assert "ray-tmp:/tmp/ray:rw" in services[name]["volumes"], name
+    assert "ray-tmp" in resolved["volumes"]
+    assert "mkdir -p /tmp/ray && chown tune:tune /tmp/ray" in DOCKERFILE.read_text()  # the volume's owner
     for name in set(services) - RAY_SERVICES:
         assert services[name].get("network_mode") != "host", name
 
 
-def test_one_off_services_run_as_the_owner_of_studies(tmp_path: Path, resolved: dict[str, Any]) -> None:
-    """./studies is bind-mounted into `tune` and `tune-ray`: they run as TUNE_UID:TUNE_GID (1000, the
-    image's `tune` user, unless set), so exports are written as the folder's owner."""
-    for name in sorted(ONE_OFF):
-        assert resolved["services"][name]["user"] == "1000:1000", name
-        assert any(
-            str(v).endswith(":/app/studies") or "/app/studies" in str(v)
-            for v in resolved["services"][name]["volumes"]
+def _studies_mount(service: dict[str, Any]) -> str:
+    """The source of what a service mounts at /app/studies (v1's `source:target:mode` string form)."""
+    (found,) = [str(v).split(":")[0] for v in service.get("volumes", []) if ":/app/studies" in str(v)]
+    return found
+
+
+def test_every_tune_service_shares_one_studies_volume(tmp_path: Path, resolved: dict[str, Any]) -> None:
+    """Databases, kept models, exports and runs: one volume at /app/studies in every service of the tune
+    image (the named volume `studies`, or a host folder with TUNE_STUDIES), each running as its owner,
+    TUNE_UID:TUNE_GID (1000, the image's `tune` user, unless set)."""
+    services = resolved["services"]
+    tune_services = {name for name, s in services.items() if s["image"] == "tune:latest"}
+    assert tune_services == set(services) - {"postgres"}
+    for name in sorted(tune_services):
+        assert services[name]["user"] == "1000:1000", name
+        assert _studies_mount(services[name]) == "studies", name
+    assert "studies" in resolved["volumes"]
+    assert "/app/studies" not in str(services["postgres"].get("volumes"))
+    mine = _resolve(
+        _env_file(tmp_path / "ids.env", TUNE_UID="1234", TUNE_GID="99", TUNE_STUDIES="/srv/nfs/studies"),
+        "--profile", "ray",
+    )["services"]  # fmt: skip
+    assert {mine[name]["user"] for name in tune_services} == {"1234:99"}
+    assert {_studies_mount(mine[name]) for name in tune_services} == {"/srv/nfs/studies"}
+    text = DOCKERFILE.read_text()
+    assert re.search(r"useradd .*--uid 1000 tune", text)
+    # The image's /app (commands' default outputs) and /app/studies (a new named volume copies its
+    # owner) belong to that user; runs/ points into the volume.
+    assert "chown -R tune:tune /app" in text and "ln -s studies/runs /app/runs" in text
+
+
+def test_the_base_images_are_settings_with_the_registrys_defaults(
+    tmp_path: Path, resolved: dict[str, Any]
+) -> None:
+    """PYTHON_IMAGE (the tune image's base, a build argument) and POSTGRES_IMAGE: the official images
+    unless set, e.g. to what tools/build-base-images makes from Debian's packages."""
+    steps = _dockerfile(DOCKERFILE.read_text())
+    assert steps[0] == ("ARG", "PYTHON_IMAGE=python:3.11-slim"), steps[0]
+    assert [a.split()[0] for op, a in steps if op == "FROM"] == ["${PYTHON_IMAGE}"] * 2
+    services = resolved["services"]
+    assert services["postgres"]["image"] == "postgres:16"
+    for name, service in services.items():
+        if name != "postgres":
+            assert service["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim", "EXTRAS": "ray,gpu"}, name
+    unset = _resolve(
+        _env_file(tmp_path / "unset.env", PYTHON_IMAGE=None, POSTGRES_IMAGE=None, TUNE_EXTRAS=None)
+    )
+    assert unset["services"]["postgres"]["image"] == "postgres:16"
+    assert unset["services"]["tune-worker"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
+    local = _resolve(
+        _env_file(
+            tmp_path / "local.env", PYTHON_IMAGE="tune-python:3.11-bookworm",
+            POSTGRES_IMAGE="tune-postgres:15-bookworm", TUNE_EXTRAS="ray",
         )
-    mine = _resolve(_env_file(tmp_path / "ids.env", TUNE_UID="1234", TUNE_GID="99"))["services"]
-    assert {mine[name]["user"] for name in ONE_OFF} == {"1234:99"}
-    assert re.search(r"useradd .*--uid 1000 tune", DOCKERFILE.read_text())
+    )["services"]  # fmt: skip
+    assert local["postgres"]["image"] == "tune-postgres:15-bookworm"
+    assert local["dashboard"]["build"]["args"] == {
+        "PYTHON_IMAGE": "tune-python:3.11-bookworm",
+        "EXTRAS": "ray",
+    }
+    script = (REPO / "tools" / "build-base-images").read_text()
+    for name in ("tune-python:3.11-bookworm", "tune-postgres:15-bookworm"):
+        assert name in script and name in ENV_EXAMPLE.read_text(), name
 
 
 def test_the_entrypoint_refuses_a_studies_folder_it_cannot_write(tmp_path: Path) -> None:
@@ -431,7 +489,11 @@ def test_the_dockerfile_installs_dependencies_before_the_code() -> None:
     assert deps < code < project, final
     before = [a for op, a in final[:deps] if op in ("COPY", "ADD")]
     assert before == ["--from=requirements /src/requirements.txt /tmp/requirements.txt"], before
-    assert "ensure-tune /usr/local/bin ." in final[project][1]
+    # `tune` is checked where this Python installs scripts (/usr/local/bin, or a venv's bin).
+    assert (
+        'ensure-tune "$(python -c \'import sysconfig; print(sysconfig.get_path("scripts"))\')" .'
+        in (final[project][1])
+    )
     assert ("ENTRYPOINT", '["tune-entrypoint"]') in final
     assert ("COPY", "tools/docker-entrypoint /usr/local/bin/tune-entrypoint") in final
 
@@ -485,8 +547,9 @@ def test_make_env_writes_fresh_secrets_it_never_shows(tmp_path: Path) -> None:
     secrets_ = [values["POSTGRES_PASSWORD"], values["RAY_AUTH_TOKEN"]]
     assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in secrets_) and secrets_[0] != secrets_[1]
     assert not any(s in made.stdout + made.stderr for s in secrets_)
-    owner = (tmp_path / "studies").stat()
-    assert (values["TUNE_UID"], values["TUNE_GID"]) == (str(owner.st_uid), str(owner.st_gid))
+    # The named volume (the example's TUNE_STUDIES) is the image user's: the ids stay 1000.
+    assert values["TUNE_STUDIES"] == "studies"
+    assert (values["TUNE_UID"], values["TUNE_GID"]) == ("1000", "1000")
     services = _resolve(target)["services"]
     assert f":{secrets_[0]}@" in services["tune-worker"]["environment"]["TUNE_STORAGE"]
     before = target.read_text()
@@ -495,3 +558,22 @@ def test_make_env_writes_fresh_secrets_it_never_shows(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode != 0 and "exists" in again.stderr and target.read_text() == before
+
+
+def test_make_env_gives_a_host_studies_folder_its_owner(tmp_path: Path) -> None:
+    """With TUNE_STUDIES a host folder (a path), the services run as its owner, so they can write there."""
+    (tmp_path / "shared").mkdir()
+    os.chown(tmp_path / "shared", 4321, 765) if os.geteuid() == 0 else None
+    example = tmp_path / "example"
+    example.write_text(ENV_EXAMPLE.read_text().replace("TUNE_STUDIES=studies\n", "TUNE_STUDIES=./shared\n"))
+    made = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_env.py"), str(example), str(tmp_path / ".env")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    values = dict(
+        ln.split("=", 1) for ln in (tmp_path / ".env").read_text().splitlines() if "=" in ln and ln[0] != "#"
+    )
+    owner = (tmp_path / "shared").stat()
+    assert (values["TUNE_UID"], values["TUNE_GID"]) == (str(owner.st_uid), str(owner.st_gid))
+    assert values["TUNE_STUDIES"] == "./shared" and f"TUNE_UID={owner.st_uid}" in made.stdout

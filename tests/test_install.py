@@ -52,7 +52,6 @@ def test_the_tune_beside_this_python_is_ours() -> None:
     assert result.returncode == 0 and result.stdout.startswith(OURS), (result.stdout, result.stderr)
 
 
-@pytest.mark.slow  # pip builds and installs the project: ~20 s
 def test_the_makefile_guard_restores_tune_after_ray_replaced_it(tmp_path: Path) -> None:
     """A real venv (no pip of its own: it borrows this venv's packages through a .pth line), whose
     `tune` is then Ray's console script exactly as pip writes it, from Ray's own entry point."""

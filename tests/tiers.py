@@ -12,7 +12,8 @@ test suite it calls (followed through tests/ modules, nested functions and lambd
 
 Everything else is quick (`make test-quick`). A new test that starts a server or trains a model lands
 in the full tier by itself; `pytest --collect-only -m slow` shows where each test went, and
-`slow_reason` says why.
+`slow_reason` says why. The rules read code, so they predict; in the quick tier tests/conftest.py also
+watches (an audit hook) and fails a quick test that starts a process anyway, naming this file.
 """
 
 from __future__ import annotations
@@ -31,12 +32,25 @@ SLOW_FIXTURES = {
 # Module -> the calls of it that start a process of the test's own (its types alone start nothing).
 SLOW_MODULE_CALLS = {"subprocess": {"run", "Popen", "call", "check_call", "check_output"}}
 # Attribute or global names whose call means real training or a process.
+# Names are read from a function's code, so a helper imported inside the function counts too.
 SLOW_NAMES = {
     "fit": "a Keras training",
     "train_on_batch": "a Keras training",
+    "search": "a Keras Tuner search (trainings)",
     "Popen": "a process of its own",
+    "system": "a process of its own",
+    "posix_spawn": "a process of its own",
+    "Process": "a process of its own",
+    "ProcessPoolExecutor": "a process of its own",
+    "create_subprocess_exec": "a process of its own",
+    "run_tune": "a `tune` subprocess",
+    "run_pool": "worker processes",
+    "start_tune": "a `tune` subprocess",
+    "start_worker": "a `tune worker` subprocess",
     "start_cluster": "a Ray cluster",
+    "init": "a Ray cluster",
     "pg_server": "a PostgreSQL server of its own",
+    "make_instance": "a PostgreSQL server of its own",
     "train_final": "the final Pix2Pix run",
 }
 # Parameter values that name what a case runs: the Ray engine needs a Ray cluster.
@@ -75,9 +89,9 @@ def _why(func: Callable[..., object], seen: set[int]) -> str | None:
             for value in values:  # a module's settings, e.g. REAL = ["objective.kind=unet", ...]
                 if isinstance(value, str) and value in SLOW_STRINGS:
                     return SLOW_STRINGS[value]
-            calls = SLOW_MODULE_CALLS.get(getattr(target, "__name__", ""), set())
-            if isinstance(target, types.ModuleType) and calls & set(co.co_names):
-                return f"a process of its own ({target.__name__})"
+            module = target.__name__ if isinstance(target, types.ModuleType) else name  # or imported here
+            if SLOW_MODULE_CALLS.get(module, set()) & set(co.co_names):
+                return f"a process of its own ({module})"
             if isinstance(target, types.FunctionType) and target.__module__.startswith("tests"):
                 why = _why(target, seen)
                 if why:

@@ -3,9 +3,10 @@
     python tools/make_env.py .env.example .env
 
 POSTGRES_PASSWORD and RAY_AUTH_TOKEN (empty in the example, so compose refuses to start on a copy left
-as is) get random values; TUNE_UID/TUNE_GID get the owner of ./studies, so the `tune` service can write
-exports there. The file is created with mode 600 and never overwritten; the secrets are never printed.
-Every other line is copied as it is.
+as is) get random values. TUNE_UID/TUNE_GID: where TUNE_STUDIES is a host folder (a path, not the named
+volume `studies`), its owner (the current user's ids if it does not exist yet), so the services can write
+there; with the named volume they stay the image's user (1000), who owns it. The file is created with
+mode 600 and never overwritten; the secrets are never printed. Every other line is copied as it is.
 """
 
 from __future__ import annotations
@@ -18,12 +19,23 @@ from pathlib import Path
 SECRETS = ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN")
 
 
-def render(example: str, studies: Path) -> str:
-    owner = studies.stat() if studies.is_dir() else None
-    ids = {
-        "TUNE_UID": str(owner.st_uid if owner else os.getuid()),
-        "TUNE_GID": str(owner.st_gid if owner else os.getgid()),
-    }
+def host_folder(value: str) -> bool:
+    """Compose's rule: a volume source that is a path (./x, /x, ~/x) is a bind mount, a name a volume."""
+    return value.startswith((".", "/", "~"))
+
+
+def render(example: str, here: Path) -> str:
+    """`example` with secrets filled in; `here`: the folder of the .env (relative paths start there)."""
+    settings = dict(ln.split("=", 1) for ln in example.splitlines() if "=" in ln and not ln.startswith("#"))
+    ids: dict[str, str] = {}
+    studies = settings.get("TUNE_STUDIES", "studies")
+    if host_folder(studies):
+        folder = here / Path(studies).expanduser()
+        owner = folder.stat() if folder.is_dir() else None
+        ids = {
+            "TUNE_UID": str(owner.st_uid if owner else os.getuid()),
+            "TUNE_GID": str(owner.st_gid if owner else os.getgid()),
+        }
     lines = []
     for line in example.splitlines():
         key, sep, value = line.partition("=")
@@ -43,7 +55,7 @@ def main(argv: list[str]) -> None:
     example, target = Path(argv[0]), Path(argv[1])
     if target.exists():
         raise SystemExit(f"{target} exists; edit it, or remove it to write a fresh one")
-    text = render(example.read_text(), target.resolve().parent / "studies")
+    text = render(example.read_text(), target.resolve().parent)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)

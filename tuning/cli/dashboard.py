@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -113,8 +114,11 @@ def dashboard(
     from marstune.tuning.study import tables
     from marstune.tuning.study.artifacts import AllStudiesStore, all_folders
 
-    with tables.reading(url) as conn:  # every study's kept models: listed and served by the dashboard
-        store = AllStudiesStore(all_folders(conn))
+    def folders() -> list[Path]:  # every study's kept models: listed and served by the dashboard
+        with tables.reading(url) as conn:
+            return all_folders(conn)
+
+    store = AllStudiesStore(folders(), refresh=folders)  # read again for a study made after the start
     app = optuna_dashboard.wsgi(opened, artifact_store=store)
     server = make_server(host, port, app, log_requests=log_requests)
     if warning:

@@ -11,7 +11,7 @@ Export, predict, the report and the final run read the models back; every load k
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -96,15 +96,26 @@ def stored_link(study: optuna.Study, file: Path) -> dict[str, str]:
 
 
 class AllStudiesStore:
-    """One artifact store over every study's folder, for optuna-dashboard (it serves all studies)."""
+    """One artifact store over every study's folder, for optuna-dashboard (it serves all studies).
 
-    def __init__(self, folders: Sequence[Path]) -> None:
+    `refresh` reads the folders again when an artifact is in none of the known ones: a study made after
+    the dashboard started (the compose stack starts it before any study) has a folder of its own."""
+
+    def __init__(self, folders: Sequence[Path], refresh: Callable[[], Sequence[Path]] | None = None) -> None:
         self.folders = [Path(f) for f in folders] or [Path("studies") / "artifacts"]
+        self.refresh = refresh
 
     def _where(self, artifact_id: str) -> Path:
         for folder in self.folders:
             if (folder / artifact_id).is_file():
                 return folder
+        if self.refresh is not None:
+            known = set(self.folders)
+            new = [Path(f) for f in self.refresh() if Path(f) not in known]
+            self.folders = [*self.folders, *new]
+            for folder in new:
+                if (folder / artifact_id).is_file():
+                    return folder
         from optuna.artifacts.exceptions import ArtifactNotFound
 
         raise ArtifactNotFound(f"no artifact {artifact_id} in {', '.join(map(str, self.folders))}")

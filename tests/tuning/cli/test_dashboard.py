@@ -7,10 +7,12 @@ HTTP; every process is stopped by its PID.
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from marstune.tuning.cli.dashboard import DashboardError, browse_url, check_host, is_loopback
@@ -161,3 +163,72 @@ def test_both_dashboards_serve_while_a_study_runs(tmp_path: Path) -> None:
         for error in LOCK_ERRORS:
             assert error not in text, f"{name}: {error}\n{text}"
     assert "optuna-dashboard on http://127.0.0.1:" in logs["tune-dashboard"].read_text()
+
+
+def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """README: `tune dashboard` serves every study's kept models, a study made after it started included
+    (the compose stack starts it first, on PostgreSQL); the stock `optuna-dashboard URL` answers a model
+    download with HTTP 400 unless given `--artifact-dir studies/<study>/artifacts`."""
+    import urllib.error
+    import urllib.request
+
+    url = pg_url  # PostgreSQL, as the compose stack runs it
+    first = run_tune("run", "--storage", url, "--study", "first", "--trials", "1", *ANALYTIC, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    stock_cli = str(Path(sys.executable).parent / "optuna-dashboard")
+    commands = {
+        "tune-dashboard": lambda port: tune_args("dashboard", "--storage", url, "--port", str(port)),
+        "stock": lambda port: [stock_cli, url, "--host", HOST, "--port", str(port)],
+        "stock-with-dir": lambda port: [
+            *[stock_cli, url, "--host", HOST, "--port", str(port)],
+            *["--artifact-dir", "studies/kept/artifacts"],
+        ],
+    }
+    ports = {name: free_port() for name in commands}
+    servers: dict[str, subprocess.Popen] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    answers: dict[str, tuple[int, bytes]] = {}
+    try:
+        servers["tune-dashboard"] = start(
+            commands["tune-dashboard"](ports["tune-dashboard"]), logs["tune-dashboard"], tmp_path
+        )
+        wait_http(
+            f"http://{HOST}:{ports['tune-dashboard']}/api/studies",
+            servers["tune-dashboard"],
+            logs["tune-dashboard"],
+        )
+        tiny = ("--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24", "-q")
+        made = run_tune("run", "--storage", url, "--study", "kept", "--trials", "1", *tiny, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        (model,) = (tmp_path / "studies" / "kept" / "artifacts").iterdir()
+        for name in ("stock", "stock-with-dir"):
+            servers[name] = start(commands[name](ports[name]), logs[name], tmp_path)
+        for name, server in servers.items():
+            base = f"http://{HOST}:{ports[name]}"
+            wait_http(f"{base}/api/studies", server, logs[name])
+            deadline = time.monotonic() + 30
+            while True:
+                listed = get_json(f"{base}/api/studies")["study_summaries"]
+                studies = {s["study_name"]: s["study_id"] for s in listed}
+                if "kept" in studies or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            in_db = optuna.get_all_study_names(open_storage(url))
+            assert "kept" in studies, (name, studies, in_db, logs[name].read_text())
+            (trial,) = get_json(f"{base}/api/studies/{studies['kept']}")["trials"]
+            (artifact,) = trial["artifacts"]
+            assert artifact["artifact_id"] == model.name and artifact["filename"] == "model.keras"
+            link = f"{base}/artifacts/{studies['kept']}/{trial['trial_id']}/{artifact['artifact_id']}"
+            try:
+                with urllib.request.urlopen(link, timeout=30) as response:
+                    answers[name] = (response.status, response.read())
+            except urllib.error.HTTPError as exc:
+                answers[name] = (exc.code, b"")
+    finally:
+        for server in servers.values():
+            stop(server)
+    assert answers["tune-dashboard"] == (200, model.read_bytes())
+    assert answers["stock"][0] == 400
+    assert answers["stock-with-dir"] == (200, model.read_bytes())

@@ -400,26 +400,6 @@ def test_nothing_imports_the_bare_folder_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
-    [
-        ("status", "postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"),  # an extra argument
-        ("run", "--engine", "postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"),  # a bad choice
-        ("run", "--sampler=postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"),
-        ("status", "--storage", "postgresql+psycopg://postgres:Ux1@secret@127.0.0.1/db"),  # a raw @
-        ("status", "--storage", "postgres:Ux1secret@127.0.0.1/db"),  # no scheme: refused, still masked
-    ],
-)
-def test_a_usage_error_quoting_a_url_masks_its_password(args: tuple[str, ...], tmp_path: Path) -> None:
-    result = run_tune(*args, cwd=tmp_path)
-    assert result.returncode in (1, 2)
-    assert "secret" not in result.stdout + result.stderr and "Ux1" not in result.stdout + result.stderr
-    line = _one_error_line(result, code=result.returncode)
-    assert "***" in line
-    if "Ux1@secret" in " ".join(args):
-        assert "%40" in line  # how to write it instead
-
-
-@pytest.mark.parametrize(
     ("text", "shown"),
     [
         ("at http://h:9/?token=s3cr3t: API request", "at http://h:9/?token=***: API request"),

@@ -43,6 +43,21 @@ def test_one_store_serves_every_studys_folder(tmp_path: Path) -> None:
         store.open_reader("id-1")
 
 
+def test_the_store_finds_a_folder_made_after_it(tmp_path: Path) -> None:
+    """The dashboard's store is made at its start; a study made later has a folder of its own."""
+    a, later = tmp_path / "a", tmp_path / "later"
+    a.mkdir()
+    found: list[Path] = [a]
+    store = AllStudiesStore(list(found), refresh=lambda: list(found))
+    later.mkdir()
+    (later / "id-9").write_bytes(b"later model")
+    with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
+        store.open_reader("id-9")  # not among the folders the storage names yet
+    found.append(later)  # the new study recorded its folder
+    assert store.open_reader("id-9").read() == b"later model"
+    assert AllStudiesStore([a]).folders == [a]  # without refresh: the folders it was given
+
+
 def test_the_top_k_models_are_kept_linked_and_used(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
