@@ -109,6 +109,7 @@ CASES: list[tuple[str, ...]] = [
     ("data", "synth", "--out", "adir"),
     ("data", "synth", "--out", "notes.txt"),  # not an .npz name: an existing file would change kind
     ("data", "synth", "--out", "missing/folder/s.npz"),
+    ("data", "synth", "--out", "d.npz"),  # an existing data set is kept without --force
     ("data", "synth", "--out", "s.npz", "--n-train", "0"),
     ("data", "synth", "--out", "s.npz", "--n-train", "99999999999"),
     ("nosuchcommand",),
