@@ -95,6 +95,36 @@ def test_nan_images_and_labels_outside_0_to_4_are_refused(workdir: Path) -> None
         assert _files(workdir) == before
 
 
+def test_masks_without_terrain_classes_are_refused(workdir: Path) -> None:
+    """Every pixel background: every trial would score exactly 0.0 (the score ignores background)."""
+    pairs = _pairs(8)
+    pairs[:, 1] = 0.0
+    data = _npz(workdir / "empty.npz", training_set=pairs)
+    before = _files(workdir)
+    for extra in ((), ("--set", "data.clean=false")):
+        _assert_refused(
+            run_tune("run", "--data", str(data), "--epochs", "1", "-q", *extra, cwd=workdir),
+            "empty.npz",
+            "no terrain class 1..4",
+        )
+    assert _files(workdir) == before
+
+
+def test_a_contamination_filter_that_removes_almost_everything_is_named(workdir: Path) -> None:
+    """Masks that really repeat (tiles of one scene): the filter, not the split, is what to turn off."""
+    pairs = _pairs(12)
+    pairs[:11, 1] = pairs[0, 1]  # 11 of 12 pairs share one mask: the filter would leave 1 pair
+    data = _npz(workdir / "tiles.npz", training_set=pairs)
+    before = _files(workdir)
+    _assert_refused(
+        run_tune("run", "--data", str(data), "--epochs", "1", "-q", cwd=workdir),
+        "contamination filter (data.clean",
+        "removed 11 of 12 pairs, leaving 1",
+        "--set data.clean=false",
+    )
+    assert _files(workdir) == before
+
+
 def test_unknown_study_and_missing_database(workdir: Path) -> None:
     _assert_refused(run_tune("status", cwd=workdir), "no study database")
     _assert_refused(run_tune("export-best", cwd=workdir), "no study database")
