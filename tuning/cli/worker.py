@@ -12,6 +12,7 @@ from marstune.tuning.cli.options import (
     JsonOpt,
     MlflowOpt,
     QuietOpt,
+    ResumeFailedOpt,
     StorageOpt,
     StoredStudyOpt,
     TensorBoardOpt,
@@ -49,6 +50,7 @@ def worker(
     ] = None,
     tensorboard: TensorBoardOpt = False,
     workers: WorkersOpt = None,
+    resume_failed: ResumeFailedOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
     mlflow: MlflowOpt = None,
@@ -56,7 +58,7 @@ def worker(
     import os
     import time
 
-    from marstune.tuning.cli.run import _say_workers, finished_trials, trials_per_process
+    from marstune.tuning.cli.run import _say_workers, finished_trials, resume_stopped, trials_per_process
     from marstune.tuning.cli.summary import print_summary, print_workers
     from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
     from marstune.tuning.search.engines import OptunaOptions
@@ -75,6 +77,8 @@ def worker(
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
+    if resume_failed is not None:
+        resume_stopped(url, name, resume_failed)
     every = trials_per_process(stored)
     threads = threads or stored.train.threads
     board = str(Path("studies") / name / "tensorboard") if tensorboard else None
