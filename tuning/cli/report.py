@@ -81,7 +81,7 @@ def report(
     from marstune.tuning.study.urls import display_url, resolve_url, sqlite_files
 
     url = resolve_url(storage)
-    opened = open_storage(url)
+    opened = open_storage(url, read_only=True)  # a report writes nothing there: a full disk is fine
     name = check_study_name(pick_study(opened, study))
     load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)

@@ -108,6 +108,7 @@ def run(
     from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, check_space_for, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
+    from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.storage import probe
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
@@ -163,11 +164,12 @@ def run(
         resume_stopped(url, resolved.study, resume_failed, spec=resolved)
     if not quiet:
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
-    code = _run_local_pool(resolved, url, options, workers)
-    if code is None:
-        load_engine(name).run(resolved, url, options)
-        code = 0
-    print_summary(url, resolved.study, time.time() - started, json_=json_)
+    with full_disk_named(url):  # the head's own writes (the study, the summary's reads) too
+        code = _run_local_pool(resolved, url, options, workers)
+        if code is None:
+            load_engine(name).run(resolved, url, options)
+            code = 0
+        print_summary(url, resolved.study, time.time() - started, json_=json_)
     if code == 0 and not (quiet or json_):
         stderr(
             f"next: tune export-best --study {resolved.study}   (--recheck 3 re-trains the 3 best "

@@ -64,6 +64,7 @@ def worker(
     from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
     from marstune.tuning.study import tables
+    from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.urls import resolve_url
     from marstune.tuning.workers.child import ChildTask
@@ -79,40 +80,41 @@ def worker(
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
     if resume_failed is not None:
         resume_stopped(url, name, resume_failed)
-    every = trials_per_process(stored)
-    threads = threads or stored.train.threads
-    board = str(Path("studies") / name / "tensorboard") if tensorboard else None
-    plans = local_plan(workers, threads, "optuna", recycle=every > 0)
-    if plans is not None:
-        _say_workers(url, plans, every)
-        task = ChildTask(
-            study=name,
-            threads=threads,
-            quiet=quiet,
-            data_path=str(data) if data else None,
-            max_trials=every,
-            deadline=deadline_of(stored.search.timeout),
-            tensorboard_dir=board,
-            parent_pid=os.getpid(),
-            run_started=started,
-            done_at_start=finished_trials(url, name),
-            mlflow=mlflow,
-        )
-        code, slots = run_pool(name, url, plans, task)
-        print_workers(url, name, slots)
-        if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
-            stderr(INTERRUPTED_RUN)
-    else:
-        options = OptunaOptions(
-            threads=threads,
-            quiet=quiet,
-            tensorboard_dir=board,
-            create=False,
-            data_path=str(data) if data else None,
-            mlflow=mlflow,
-        )
-        engine.run(engine.placeholder_spec(name), url, options)
-        code = 0
+    with full_disk_named(url):  # a full disk in this process (the pool's own reads): one line
+        every = trials_per_process(stored)
+        threads = threads or stored.train.threads
+        board = str(Path("studies") / name / "tensorboard") if tensorboard else None
+        plans = local_plan(workers, threads, "optuna", recycle=every > 0)
+        if plans is not None:
+            _say_workers(url, plans, every)
+            task = ChildTask(
+                study=name,
+                threads=threads,
+                quiet=quiet,
+                data_path=str(data) if data else None,
+                max_trials=every,
+                deadline=deadline_of(stored.search.timeout),
+                tensorboard_dir=board,
+                parent_pid=os.getpid(),
+                run_started=started,
+                done_at_start=finished_trials(url, name),
+                mlflow=mlflow,
+            )
+            code, slots = run_pool(name, url, plans, task)
+            print_workers(url, name, slots)
+            if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
+                stderr(INTERRUPTED_RUN)
+        else:
+            options = OptunaOptions(
+                threads=threads,
+                quiet=quiet,
+                tensorboard_dir=board,
+                create=False,
+                data_path=str(data) if data else None,
+                mlflow=mlflow,
+            )
+            engine.run(engine.placeholder_spec(name), url, options)
+            code = 0
     if code and not quiet:
         stderr(f"worker stopped with exit code {code}")
     print_summary(url, name, time.time() - started, json_=json_)

@@ -3,8 +3,9 @@
 Counted in the study, not in a process: a recycled worker, the other local workers and other nodes see
 the same streak, so a space whose every configuration fails (a NaN loss, out of memory, a missing
 import) stops within MAX_FAILS_IN_A_ROW trials instead of burning the night. Trials that were
-interrupted, that duplicated another or that a database restart made surplus are neither failures of a
-configuration nor successes: they neither count nor break the streak.
+interrupted, that duplicated another, that a database restart made surplus or that a full disk stopped
+(FailKind.STORAGE) are neither failures of a configuration nor successes: they neither count nor break
+the streak.
 
 A stopped study goes on only when a person says so: `--resume-failed N` (N, the newest failed trial,
 is named in the stop message) starts a new streak. Restarting the same worker command does not, so a
@@ -29,7 +30,7 @@ MAX_FAILS_IN_A_ROW = 10
 # Study system attribute: the highest trial id when a person last resumed the study (`--resume-failed`);
 # only trials after it make up the streak.
 STREAK_START_ATTR = "tune:streak_after_trial_id"
-NOT_COUNTED = (FailKind.INTERRUPTED, FailKind.DUPLICATE, FailKind.SURPLUS)
+NOT_COUNTED = (FailKind.INTERRUPTED, FailKind.DUPLICATE, FailKind.SURPLUS, FailKind.STORAGE)
 
 
 def trial_counts(conn: sqlalchemy.Connection, sid: int) -> dict[str, int]:

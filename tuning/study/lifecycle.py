@@ -57,6 +57,7 @@ class FailKind(StrEnum):
     STALE = "stale"  # its worker stopped sending heartbeats: re-run once by the retry callback
     SURPLUS = "surplus"  # started under a claim a database restart took away, past the target: dropped
     DUPLICATE = "duplicate"  # the sampler proposed a configuration the study already has
+    STORAGE = "storage"  # a disk the run writes to was full (study/disk.py): the storage's fault, not its
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,11 @@ def requeue_lost(study: optuna.Study) -> int:
     for t in trials:
         if t.state != TrialState.FAIL or ENQUEUED_AS not in t.user_attrs:
             continue
-        if t.system_attrs.get(tables.FAIL_KIND_ATTR) not in (FailKind.INTERRUPTED, FailKind.STALE):
+        if t.system_attrs.get(tables.FAIL_KIND_ATTR) not in (
+            FailKind.INTERRUPTED,
+            FailKind.STALE,
+            FailKind.STORAGE,
+        ):
             continue
         params = _params_of(t)
         if params in present:
