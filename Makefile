@@ -12,7 +12,7 @@ EXTRAS ?= gp,ray,mlflow,dev
 CHROMIUM ?= /usr/bin/chromium
 DOCKER_COMPOSE ?= docker-compose
 
-.PHONY: install ensure-tune system-deps run test lint lint-imports bench clean
+.PHONY: install ensure-tune system-deps run test test-quick lint lint-imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,12 +47,19 @@ run: install
 	$(BIN)/tune status
 	$(BIN)/tune export-best --study demo
 
-# In this order: lint, format, import contracts, then the whole suite (slow tests included, as CI).
+# In this order: lint, format, import contracts, then the whole suite (slow tests included, as CI),
+# with the 30 slowest tests listed at the end so the next change sees where the time goes.
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports  # DESIGN.md's one-way arrows between the rooms (pyproject.toml)
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=30
+
+# The quick tier while editing: every room, no process, server, cluster, browser or training of a
+# test's own (tests/tiers.py decides by what a test uses). Under 3 minutes on 2 idle cores.
+test-quick: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not slow" --durations=10
 
 lint: install
 	$(BIN)/ruff check .

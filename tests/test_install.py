@@ -166,5 +166,6 @@ def test_make_test_installs_then_lints_formats_and_runs_every_test() -> None:
     steps += [".venv/bin/pytest -q -ra"]
     assert [at(step) for step in steps] == sorted(at(step) for step in steps)
     assert " -m " not in lines[at(".venv/bin/pytest")]  # slow tests included
+    assert "--durations=30" in lines[at(".venv/bin/pytest")]  # where the time goes, for the next change
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and line[0] != "#"]
     assert ci[-1] == "exec make test" and not any("apt-get" in line for line in ci), ci

@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from bench._common import Outcome, at_least, at_most
 from tests.conftest import REPO
 
@@ -44,7 +42,6 @@ def test_unknown_target_is_refused_with_the_valid_names() -> None:
     assert "unknown target 'nosuch'" in result.stderr and "storage" in result.stderr
 
 
-@pytest.mark.slow
 def test_every_benchmark_runs_quick_and_ends_with_one_verdict_per_target() -> None:
     result = _bench("--quick", timeout=900)
     assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-3000:]  # 2 = a bench crashed

@@ -57,7 +57,6 @@ def test_loss_functions_return_their_parts() -> None:
     assert float(total) == pytest.approx(float(adversarial) + SEG_WEIGHT * expected_seg, rel=1e-4)
 
 
-@pytest.mark.slow
 def test_one_epoch_trains_both_players_and_ships_a_safe_generator(tiny_data, tmp_path: Path) -> None:
     images, labels = tiny_data
     keras.utils.set_random_seed(0)
@@ -107,7 +106,6 @@ def test_one_epoch_trains_both_players_and_ships_a_safe_generator(tiny_data, tmp
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, model.generator.weights, strict=True))
 
 
-@pytest.mark.slow
 def test_mixed_precision_uses_loss_scaling(tiny_data) -> None:
     images, labels = tiny_data
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -150,7 +148,6 @@ def test_segmentation_term_takes_the_searchs_loss_object() -> None:
     assert float(total) == pytest.approx(float(adversarial) + SEG_WEIGHT * float(segmentation), rel=1e-5)
 
 
-@pytest.mark.slow
 def test_trains_with_a_loss_of_the_family(tiny_data) -> None:
     images, labels = tiny_data
     model = build_pix2pix(TINY, seg_loss=build_loss("dice_crossentropy"))

@@ -70,17 +70,6 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     }
 
 
-def read_only_url(url: str) -> str:
-    """The URL SQLAlchemy opens for reading only: an SQLite file in SQLite's read-only mode (no WAL
-    set-up, no schema written: a report works on a full disk or a read-only copy); others unchanged."""
-    from urllib.parse import quote
-
-    path = sqlite_path(url)
-    if path is None:
-        return url
-    return f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
-
-
 def open_storage(
     url: str | None,
     *,
@@ -93,7 +82,8 @@ def open_storage(
 
     retry=True (workers): every call rides out an outage (study/resilient.py), opening included, and the
     storage judges others' heartbeats only while this process's own calls go through.
-    read_only=True (reports): SQLite is opened read-only and nothing of Optuna's schema is written."""
+    read_only=True (reports): no WAL set-up and no schema written (a full disk is fine); the file is
+    opened as usual, so the last connection to close removes SQLite's -wal and -shm files."""
     import optuna
     import sqlalchemy.exc
 
@@ -116,9 +106,9 @@ def open_storage(
     retrier = Retrier(url) if retry else None
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            if read_only:
+            if read_only:  # the file as it is: no WAL pragma, no tables created (Optuna then only reads)
                 return optuna.storages.RDBStorage(
-                    read_only_url(url), engine_kwargs=engine_kwargs(url), skip_table_creation=True
+                    url, engine_kwargs=engine_kwargs(url), skip_table_creation=True
                 )
             if retrier is None:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)

@@ -4,7 +4,7 @@ Opening an `optuna.storages.RDBStorage` imports Optuna and Alembic and checks th
 before the first query, longer than the queries themselves on a 10,000-trial study. These commands
 need a handful of SELECTs, so they talk to the tables through SQLAlchemy Core and never write. The
 table and column names are Optuna's (stable since Optuna 3.0; checked against optuna==5.0.0), and
-tests/tuning/test_study_tables.py compares every answer with Optuna's own API on SQLite and PostgreSQL.
+tests/tuning/study/test_study_tables.py compares every answer with Optuna's own API on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations

@@ -35,8 +35,6 @@ STUDY = "browse-me"
 TRIALS = 10
 TIMEOUT_MS = 90_000  # a loaded 2-core CI machine renders slowly
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -14,8 +14,6 @@ import yaml
 
 from tests.conftest import run_tune
 
-pytestmark = pytest.mark.slow
-
 
 def test_run_export_and_optuna_cli_agree(tmp_path: Path) -> None:
     (tmp_path / "studies").mkdir()

@@ -6,6 +6,8 @@ examples short enough to stay on one line each; hard-wrapping them at ~100 colum
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from marstune.tuning.cli.app import app
+from tests.conftest import REPO
 
 WIDTHS = (80, 120)
 PAD = 1  # rich prints the help text with one column of padding on each side
@@ -121,3 +124,12 @@ def test_options_say_only_what_applies_to_their_command() -> None:
     assert "array" in _option_help("status")["json_"]  # status prints a list of rows, not one object
     for command in ("report", "pix2pix", "predict", "run", "worker", "export-best"):
         assert "json_" in _option_help(command), f"tune {command} has no --json"
+
+
+def test_help_is_instant_and_imports_no_framework() -> None:
+    code = (
+        "import sys; from marstune.tuning.cli.app import app; "
+        "print(sorted(m for m in ('tensorflow', 'ray', 'keras', 'optuna') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -379,7 +379,6 @@ def test_a_long_unicode_study_name_is_refused_and_writes_nothing(tmp_path: Path)
 
 
 # 8. A user's own models/ and data/ packages cannot shadow ours.
-@pytest.mark.slow
 def test_a_research_folder_with_its_own_models_and_data_packages(tmp_path: Path) -> None:
     for package in ("models", "data", "tuning"):
         (tmp_path / package).mkdir()

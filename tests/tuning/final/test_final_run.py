@@ -86,7 +86,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd / path
 
 
-@pytest.mark.slow
 def test_end_to_end_run_export_pix2pix_predict(exported: Path) -> None:
     cwd = exported.parent
     final = run_tune(
@@ -168,7 +167,6 @@ def test_end_to_end_run_export_pix2pix_predict(exported: Path) -> None:
     np.testing.assert_array_equal(rows[:, 1:], probs.argmax(-1).reshape(10, -1))  # row-major, same order
 
 
-@pytest.mark.slow
 def test_resume_continues_epochs_and_optimizer_state(exported: Path) -> None:
     cwd = exported.parent
     args = ("pix2pix", "--config", exported.name, "--max-items", "24", "--out", "runs/resumed", "-q")
@@ -441,7 +439,6 @@ def test_an_interrupt_before_training_says_so_and_leaves_no_folder(exported: Pat
     assert not (tmp_path / "int").exists()
 
 
-@pytest.mark.slow
 def test_an_interrupt_prints_a_resume_command_that_resumes(exported: Path) -> None:
     """The hint repeats the flags --resume compares with run.json, so it can be pasted as it is."""
     cwd = exported.parent

@@ -32,7 +32,6 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd
 
 
-@pytest.mark.slow
 def test_trials_carry_what_the_dashboard_shows(study_dir: Path) -> None:
     study = optuna.load_study(
         study_name="real", storage=open_storage(f"sqlite:///{study_dir}/studies/tune.db")
@@ -58,7 +57,6 @@ def test_trials_carry_what_the_dashboard_shows(study_dir: Path) -> None:
         assert all(v is None or 0.0 <= v <= 1.0 for v in per_class.values())
 
 
-@pytest.mark.slow
 def test_tensorboard_logs_each_trial_under_the_study_folder(study_dir: Path) -> None:
     root = study_dir / "studies" / "real" / "tensorboard"
     assert sorted(p.name for p in root.iterdir()) == ["trial-0", "trial-1"]
@@ -70,7 +68,6 @@ def test_tensorboard_logs_each_trial_under_the_study_folder(study_dir: Path) -> 
             assert b"epoch_loss" in data and b"epoch_miou" in data  # the scalars TensorBoard plots
 
 
-@pytest.mark.slow
 def test_report_shows_per_class_iou_and_example_predictions(study_dir: Path) -> None:
     result = run_tune(
         "report",

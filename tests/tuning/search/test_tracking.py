@@ -51,7 +51,6 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.mark.slow
 def test_every_trial_is_an_mlflow_run_with_params_curves_and_model(
     mlflow_server: str, tmp_path: Path
 ) -> None:

@@ -43,7 +43,6 @@ def test_one_store_serves_every_studys_folder(tmp_path: Path) -> None:
         store.open_reader("id-1")
 
 
-@pytest.mark.slow
 def test_the_top_k_models_are_kept_linked_and_used(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
@@ -138,7 +137,6 @@ def _kept_files(url: str) -> list[KeptModel]:
     return artifacts.kept_of_study(url, "unet-mars")
 
 
-@pytest.mark.slow
 def test_export_best_ships_only_a_kept_model_that_loads(tmp_path: Path) -> None:
     """A truncated kept model (a disk that filled mid-write, a copy cut short) is never shipped: the
     next kept model that loads is, with its own trial; with none left, one line says so."""

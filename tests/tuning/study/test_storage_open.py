@@ -22,7 +22,6 @@ print("opened")
 """
 
 
-@pytest.mark.slow
 def test_processes_opening_a_fresh_database_at_once_all_succeed(storage_url: str, tmp_path: Path) -> None:
     import time
 

@@ -7,13 +7,12 @@ import pytest
 from marstune.tuning.config.spec import load_spec
 from marstune.tuning.search.objective import TrialContext, TrialFailed, evaluate
 
-pytestmark = pytest.mark.slow
-
 
 def test_a_nan_loss_stops_training_after_that_epoch_and_fails_the_trial() -> None:
     spec = load_spec(
         None,
         [
+            "objective.kind=unet",
             "train.epochs=4",
             "train.max_items=16",
             "train.batch_size=8",

@@ -11,7 +11,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from optuna.trial import TrialState
 
 from tests.tuning.workers_util import (
@@ -45,7 +44,6 @@ def _pid(trial_worker: str) -> int:
     return int(trial_worker.rsplit(":", 1)[1])
 
 
-@pytest.mark.slow
 def test_sigkilled_worker_trial_is_failed_by_heartbeat_and_rerun_once(pg_url: str, tmp_path: Path) -> None:
     create_study(write_spec(tmp_path, study="kill", trials=5, epochs=3, sleep=1.0), pg_url)
     names = [tmp_path / "a.log", tmp_path / "b.log"]
@@ -106,7 +104,6 @@ def test_sigint_stops_a_worker_cleanly_and_a_restart_continues(sqlite_url: str, 
     assert states[TrialState.COMPLETE] == 3 and states[TrialState.RUNNING] == states[TrialState.WAITING] == 0
 
 
-@pytest.mark.slow
 def test_sigterm_to_run_workers_stops_every_worker_and_run_again_continues(
     pg_url: str, tmp_path: Path
 ) -> None:

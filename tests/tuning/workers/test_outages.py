@@ -57,7 +57,6 @@ def _assert_clean_end(out: str, code: int, trials: list[FrozenTrial], target: in
     assert len(set(configs)) == len(configs), "a configuration was completed twice"
 
 
-@pytest.mark.slow
 def test_restart_mid_study_the_same_run_ends_exactly_at_its_target(
     pg_instance: PgInstance, tmp_path: Path
 ) -> None:
@@ -85,7 +84,6 @@ def test_restart_mid_study_the_same_run_ends_exactly_at_its_target(
     assert first_new < 10, first_new
 
 
-@pytest.mark.slow
 def test_a_stopped_postmaster_fails_status_export_and_run_within_the_connect_timeout(
     pg_instance: PgInstance,
     tmp_path: Path,
@@ -125,7 +123,6 @@ def test_a_stopped_postmaster_fails_status_export_and_run_within_the_connect_tim
     assert code == 143 and out.strip() == "Interrupted: nothing was written; run the same command again.", out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["postmaster", "whole server"])
 def test_a_stall_longer_than_the_grace_period_turns_no_worker_on_another(
     frozen: str,
@@ -158,7 +155,6 @@ def test_a_stall_longer_than_the_grace_period_turns_no_worker_on_another(
     assert "died" not in out, out
 
 
-@pytest.mark.slow
 def test_too_few_connections_for_eight_workers_still_ends_at_the_target(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, study="full", trials=24, epochs=10, sleep=0.2)
     with pg_server(max_connections=12) as pg:
@@ -180,7 +176,6 @@ def test_too_few_connections_for_eight_workers_still_ends_at_the_target(tmp_path
     assert all(len(line) < 400 for line in out.splitlines() if advice in line)  # one line each
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_trial_says_why_it_failed(
     pg_instance: PgInstance,
     tmp_path: Path,
@@ -211,7 +206,6 @@ def test_a_killed_worker_is_replaced_and_its_trial_says_why_it_failed(
     assert len(pids) >= 3, pids  # two workers and the one that took the killed one's place
 
 
-@pytest.mark.slow
 def test_a_worker_whose_trial_a_peer_failed_drops_its_result_and_goes_on(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -76,7 +76,6 @@ def _sample_connections(db: str, stop: threading.Event, seen: list[int]) -> None
             time.sleep(0.1)
 
 
-@pytest.mark.slow
 def test_eight_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, study="eight", trials=160, epochs=2)
     db = pg_url.rsplit("/", 1)[1]
@@ -104,7 +103,6 @@ def test_eight_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     assert len(seen) > 20 and 0 < max(seen) <= 8 * PG_CONNECTIONS_PER_WORKER, seen
 
 
-@pytest.mark.slow
 def test_four_workers_on_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
     create_study(write_spec(tmp_path, study="four", sampler="tpe", trials=100, epochs=2), sqlite_url)
     names = [tmp_path / f"w{k}.log" for k in range(4)]

@@ -6,7 +6,7 @@ the single source of truth. Each finished Keras Tuner trial is written there onc
 (project, Keras Tuner trial id), so a resumed run never records a trial twice. Before Keras Tuner ends
 a trial, the engine writes `tune_record.json` into the trial's folder: if the process dies between
 Keras Tuner saving the trial and the storage write, the next run finds the record and adds it.
-This file does not import keras_tuner (only _keras_tuner.py does, and translates the exceptions).
+This file does not import keras_tuner (only keras_tuner_engine.py does, and translates the exceptions).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Trials therefore show up in `tune status`, the dashboard and `tune export-best` like any other. The
 searcher runs on the driver and is the only thing that touches the database; workers get the spec and a
-config (see _ray_trainable.py, the other file importing ray). Pruning is Ray's ASHA scheduler; a failed
+config (see ray_trainable.py, the other file importing ray). Pruning is Ray's ASHA scheduler; a failed
 trial is retried once; an interrupted run resumes from studies/<study>/ray/run-<k> when run again.
 """
 

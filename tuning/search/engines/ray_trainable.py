@@ -1,6 +1,6 @@
 """What runs under Ray Tune's control: the trainable (on workers) and the searcher/scheduler (on the driver).
 
-Only this file and _ray.py import ray; _ray.py imports this module only after it has set Ray's
+Only this file and ray_engine.py import ray; ray_engine.py imports this module only after it has set Ray's
 environment up. The trainable gets the spec (its plain stored dict) and a config, never the storage: the
 searcher on the driver writes every trial to the database, so no URL or password reaches a worker. The
 searcher pickles (tuner.pkl, searcher checkpoints) without its storage and finds it again through

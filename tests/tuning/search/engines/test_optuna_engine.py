@@ -54,16 +54,6 @@ def test_same_seed_gives_same_first_trials(sampler_name: str, tmp_path) -> None:
     assert [t.params for t in trials_of(url)][1:] != runs[0][1:]
 
 
-def test_failed_trial_does_not_stop_the_study(sampler_name: str, storage_url: str) -> None:
-    spec = make_spec(sampler_name, 5, "objective.fail_trials=[1, 3]")
-    summary = engine.run(spec, storage_url, OptunaOptions(quiet=True))
-    trials = trials_of(storage_url)
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert [t.number for t in failed] == [1, 3]
-    assert all("injected failure" in t.user_attrs["fail_reason"] for t in failed)
-    assert summary.finished == 5 and len(trials) == 7
-
-
 def test_pruner_prunes_below_median(storage_url: str) -> None:
     spec = make_spec("random", 12, "search.pruner=median", "train.epochs=4")
     engine.run(spec, storage_url, OptunaOptions(quiet=True))

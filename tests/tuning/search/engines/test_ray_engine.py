@@ -79,7 +79,6 @@ def test_help_does_not_import_ray(tmp_path: Path) -> None:
     assert r.stdout.strip().splitlines()[-1] == "RAY-MODULES []"
 
 
-@pytest.mark.slow
 def test_local_cluster_asha_prunes_and_cleans_up(tmp_path: Path) -> None:
     """No --address: a local cluster on 127.0.0.1 in its own temp dir, removed afterwards."""
     url = f"sqlite:///{tmp_path / 't.db'}"
@@ -134,7 +133,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     assert not c.pids() and not any(d.exists() for d in c.temp_dirs)
 
 
-@pytest.mark.slow
 def test_two_nodes_run_trials_retry_and_keep_the_password(
     cluster: RayCluster, pg_url: str, tmp_path: Path
 ) -> None:
@@ -170,7 +168,6 @@ def _has(path: Path) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_a_trial_failing_twice_is_failed_with_its_reason(cluster: RayCluster, tmp_path: Path) -> None:
     """Trial 1 fails on every attempt (Ray retries it once): it ends FAIL with the reason."""
     url = f"sqlite:///{tmp_path / 't.db'}"
@@ -187,7 +184,6 @@ def test_a_trial_failing_twice_is_failed_with_its_reason(cluster: RayCluster, tm
     assert sorted(p.name for p in (tmp_path / "studies/unet-mars/ray").glob("run-*")) == ["run-1", "run-2"]
 
 
-@pytest.mark.slow
 def test_gpus_the_cluster_lacks_are_refused_before_anything_is_written(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
@@ -199,7 +195,6 @@ def test_gpus_the_cluster_lacks_are_refused_before_anything_is_written(
     assert not db.exists() and not (tmp_path / "studies").exists()
 
 
-@pytest.mark.slow
 def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     args = ray_run("--address", cluster.address, "--sampler", "tpe", "--trials", "6", "--pruner", "none")
