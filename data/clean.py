@@ -18,6 +18,9 @@ from marstune.data.mars import CLASS_NAMES, NUM_CLASSES, DataError, MarsData
 
 MIN_GROUP = 3  # fewer identical masks than this is coincidence (e.g. two all-sand close-ups), not a pattern
 MIN_GROUP_SHARE = 0.01  # ... and on large sets a group must also hold 1% of the pairs
+# The real set's contamination is ~4%: a filter that takes more than half the pairs has met a data set
+# whose real masks repeat (tiles of one scene, a uniform class), and training on the rest would mislead.
+MAX_REMOVED_SHARE = 0.5
 
 
 def group_threshold(n: int) -> int:
@@ -86,6 +89,18 @@ def find_contamination(images: np.ndarray, labels: np.ndarray) -> CleanReport:
         shared_mask_count=len(big),
         reason=reason,
         class_shares=tuple(float(c) for c in counts[:NUM_CLASSES] / counts.sum()),
+    )
+
+
+def check_enough_left(report: CleanReport, source: str) -> None:
+    """Refuse a cleaning that removed all or most pairs, naming the filter and how to turn it off."""
+    total = report.kept + len(report.removed)
+    if report.kept >= 2 and len(report.removed) <= MAX_REMOVED_SHARE * total:
+        return
+    raise DataError(
+        f"{source}: the contamination filter (data.clean: pairs whose label masks are identical) removed "
+        f"{len(report.removed)} of {total} pairs, leaving {report.kept}; if these masks are real, keep "
+        "every pair with --set data.clean=false (see `tune data clean --data ...` for the groups)"
     )
 
 

@@ -124,6 +124,12 @@ def validate_training_set(arr: object, where: str) -> None:
             f"(first at {_first_bad(bad)}); expected integer class ids 0..4 stored as floats — "
             f"fix or drop those masks"
         )
+    if not (labels >= 1).any():  # the score is the mean IoU over classes 1..4: every trial would score 0
+        raise DataError(
+            f"{where}: {TRAIN_KEY} labels ([:, 1]) hold no terrain class 1..4 (every pixel is 0, "
+            f"background), so every trial would score 0; expected masks labelled with the classes "
+            f"{', '.join(CLASS_NAMES[1:])} — check that the masks are the labels, not empty placeholders"
+        )
 
 
 def validate_test_set(arr: object, where: str) -> None:

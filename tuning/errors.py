@@ -43,6 +43,10 @@ class StorageError(FatalError):
     """A storage URL is malformed, unreachable or unwritable, or a study is missing."""
 
 
+class DiskFull(StorageError):
+    """A disk the run writes to (the study database's, the kept models', the server's) is full."""
+
+
 class MissingExtraError(FatalError):
     """An optional dependency (sampler, engine, tracker) is not installed."""
 
@@ -198,7 +202,41 @@ def redact(text: str) -> str:
     return _KEYWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
 
 
+# A full disk in the words of the OS (ENOSPC, EDQUOT), SQLite (SQLITE_FULL) and PostgreSQL (53100, "could
+# not extend file"): lower-case fragments, since drivers wrap the OS error in their own text.
+_DISK_FULL_MARKS = (
+    "no space left on device",
+    "database or disk is full",
+    "could not extend file",
+    "disk quota",
+)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc` or one of its causes says a disk is full (Optuna wraps the driver's error in
+    StorageInternalError: "invalid data ... max length", so the whole chain is read)."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if (
+            getattr(seen, "sqlstate", None) == "53100"
+            or getattr(getattr(seen, "orig", None), "sqlstate", None) == "53100"
+        ):
+            return True
+        if any(mark in str(seen).lower() for mark in _DISK_FULL_MARKS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def describe(exc: BaseException) -> str | None:
     """The one line a process prints for `exc` at its boundary (None: not ours to explain)."""
     ours = translate(exc)
+    if ours is None and is_disk_full(exc):  # where no caller named the disk (study/disk.py does)
+        ours = DiskFull(f"a disk is full ({one_line(exc)}); free space on it and run the same command again")
     return None if ours is None else f"Error: {redact(str(ours))}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from marstune.data.clean import find_contamination, group_threshold, remove_contamination
+from marstune.data.clean import check_enough_left, find_contamination, group_threshold, remove_contamination
 from marstune.data.mars import DataError
 from marstune.data.synthetic import generate, synthetic_data
 
@@ -82,3 +82,15 @@ def test_remove_returns_the_clean_pairs_and_a_report() -> None:
 def test_mismatched_arrays_are_refused() -> None:
     with pytest.raises(DataError, match="do not match"):
         find_contamination(np.zeros((3, 64, 128)), np.zeros((4, 64, 128), np.uint8))
+
+
+def test_a_filter_that_takes_most_pairs_is_refused_by_name() -> None:
+    data = synthetic_data(40, 0, seed=3, contamination=0.0)
+    labels = data.labels.copy()
+    labels[:30] = labels[0]  # 30 of 40 masks identical: real tiles of one scene, say
+    report = find_contamination(data.images, labels)
+    with pytest.raises(
+        DataError, match=r"d.npz: the contamination filter .* removed 30 of 40 pairs, leaving 10;"
+    ):
+        check_enough_left(report, "d.npz")
+    check_enough_left(find_contamination(data.images, data.labels), "d.npz")  # nothing removed: fine

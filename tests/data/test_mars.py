@@ -207,6 +207,16 @@ def test_validators_accept_the_challenge_layout() -> None:
         validate_training_set([[1.0]], "x")
 
 
+def test_masks_without_a_terrain_class_are_refused() -> None:
+    background_only = _good()
+    background_only[:, 1] = 0.0
+    with pytest.raises(DataError, match=r"x: training_set labels .* hold no terrain class 1\.\.4"):
+        validate_training_set(background_only, "x")
+    one_pixel = background_only.copy()
+    one_pixel[2, 1, 10, 10] = 4.0  # one big-rock pixel is a (poor) data set, not an empty one
+    validate_training_set(one_pixel, "x")
+
+
 def test_mars_data_checks_its_arrays() -> None:
     good = synthetic_data(3, 0, seed=0)
     with pytest.raises(DataError, match="images are float64"):

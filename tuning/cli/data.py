@@ -19,6 +19,8 @@ CLEAN_HELP = (
 
 SYNTH_HELP = (
     "Write the built-in synthetic Mars terrain as an .npz in the challenge layout.\n\n"
+    "An existing file at --out (a data set, perhaps the real challenge file) is kept unless --force "
+    "says to replace it.\n\n"
     "Example:\n\n"
     "  tune data synth --out synthetic.npz --n-train 600 --n-test 60 --seed 0\n"
 )
@@ -70,6 +72,7 @@ def synth(
     n_train: Annotated[int, typer.Option(min=8, help="Training pairs.")] = 600,
     n_test: Annotated[int, typer.Option(min=0, help="Test images.")] = 60,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file at --out.")] = False,
 ) -> None:
     from marstune.data.layout import IMAGE_SHAPE
     from marstune.data.mars import save_npz
@@ -80,6 +83,10 @@ def synth(
     check_output(out)
     if out.suffix != ".npz":  # numpy would append .npz to another name, or an existing file would change kind
         raise TuneError(f"--out {out}: the data is written as an .npz; give a name ending in .npz")
+    if out.exists() and not force:  # a typo must not replace the real data set (every command's --data)
+        raise TuneError(
+            f"--out {out}: a file is already there and was kept; pass --force to replace it, or another --out"
+        )
     try:
         result = generate(n_train, n_test, seed)
     except MemoryError:

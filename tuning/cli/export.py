@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -68,7 +68,6 @@ def export_best(
     from marstune.tuning.config.spec import DEFAULTS, check_study_name
     from marstune.tuning.errors import OutputError, UsageError
     from marstune.tuning.outputs import check_output, replace_atomically, write_atomically
-    from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.export import best_export
     from marstune.tuning.study.urls import preflight, resolve_url, sqlite_files
 
@@ -112,9 +111,9 @@ def export_best(
         if checked is not None:
             exported["recheck"] = checked
         model = winner.model if winner is not None and winner.model else None
+        unusable = ""  # why no kept model is shipped although the study kept some
         if model is None:
-            found = best_kept(url, name, exported["trial"])
-            model = found.path if found is not None else None
+            exported, model, unusable = _kept_to_ship(url, name, exported, pinned=winner is not None)
         if out is None:
             path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
         _refuse_non_export(path, flag)  # again: a re-check takes long, and another hand may have written it
@@ -133,12 +132,46 @@ def export_best(
         typer.echo(json.dumps({"path": str(path), "model": str(model_path) if model else None, **shown}))
     else:
         stderr(f"best of {name}: trial {exported['trial']}, validation mIoU {exported['value']:.4f}")
-        if model is None:
+        if unusable:
+            stderr(unusable)
+        elif model is None:
             stderr(
                 "no kept model for that trial (search.keep_models=0, an analytic or replay objective, "
                 "or a study made before models were kept)"
             )
         typer.echo(str(path))
+
+
+def _kept_to_ship(
+    url: str, name: str, exported: dict[str, Any], *, pinned: bool
+) -> tuple[dict[str, Any], Path | None, str]:
+    """The export, the kept model to ship beside it and, when the study's kept models are all damaged,
+    the one line saying so. Every candidate is loaded first (final/shipped.py); a damaged best model
+    gives way to the next kept one, whose trial the export then names (`pinned`: a re-check's winner
+    keeps its trial)."""
+    from marstune.tuning.final.shipped import usable_model
+    from marstune.tuning.study.export import best_export
+
+    choice = usable_model(url, name, exported["trial"], only_best=pinned)
+    if choice is None:
+        return exported, None, ""
+    if choice.model is None:
+        return (
+            exported,
+            None,
+            (
+                f"no kept model of {name} is usable ({choice.damaged_line()}); the configuration is exported "
+                f"without a model: retrain it with `tune pix2pix --config` or run the study again"
+            ),
+        )
+    if choice.damaged:
+        stderr(
+            f"skipped damaged kept model(s) ({choice.damaged_line()}); shipping trial "
+            f"{choice.model.trial}'s, the best kept model that loads"
+        )
+    if choice.model.trial != exported["trial"]:
+        exported = best_export(url, name, trial=choice.model.trial)
+    return exported, choice.model.path, ""
 
 
 def _refuse_non_export(path: Path, flag: str) -> None:

@@ -66,6 +66,17 @@ ThreadsOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option(min=1, help="Worker processes on this machine (default: 1, or one per GPU).")
 ]
+ResumeFailedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--resume-failed",
+        metavar="TRIAL",
+        min=0,
+        help="Continue a study that stopped because its last trials failed, once the cause is fixed: "
+        "TRIAL is the newest failed trial, as the stop message names it. A new failure streak starts; "
+        "the same flag does not resume a later stop, so a restarted worker cannot loop.",
+    ),
+]
 TensorBoardOpt = Annotated[
     bool,
     typer.Option(

@@ -72,16 +72,36 @@ def report(
     ] = 0,
     json_: JsonOpt = False,
 ) -> None:
+    from marstune.tuning.study.storage import open_storage
+    from marstune.tuning.study.urls import resolve_url
+
+    url = resolve_url(storage)
+    opened = open_storage(url, read_only=True)  # a report writes nothing there: a full disk is fine
+    try:
+        _report(opened, url, study, out, examples, example_epochs, example_items, threads, json_)
+    finally:
+        opened.engine.dispose()  # closed on a refusal too: SQLite's -wal and -shm go with the last connection
+
+
+def _report(
+    opened: BaseStorage,
+    url: str,
+    study: str | None,
+    out: Path | None,
+    examples: bool,
+    example_epochs: int,
+    example_items: int,
+    threads: int,
+    json_: bool,
+) -> None:
     import json
 
     from marstune.tuning.config.spec import check_study_name
     from marstune.tuning.report.build import build, check_outputs, default_out
     from marstune.tuning.study.artifacts import best_kept
-    from marstune.tuning.study.storage import load_study, open_storage
-    from marstune.tuning.study.urls import display_url, resolve_url, sqlite_files
+    from marstune.tuning.study.storage import load_study
+    from marstune.tuning.study.urls import display_url, sqlite_files
 
-    url = resolve_url(storage)
-    opened = open_storage(url)
     name = check_study_name(pick_study(opened, study))
     load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)

@@ -15,6 +15,7 @@ from marstune.tuning.cli.options import (
     JsonOpt,
     MlflowOpt,
     PrunerName,
+    ResumeFailedOpt,
     SamplerName,
     SeedOpt,
     SetOpt,
@@ -87,6 +88,16 @@ def run(
     gpus_per_trial: Annotated[
         float, typer.Option(help="Ray engine: GPUs per trial (0.5: two share one).")
     ] = 0.0,
+    resume_failed: ResumeFailedOpt = None,
+    warm_start_from: Annotated[
+        str | None,
+        typer.Option(
+            "--warm-start-from",
+            metavar="STUDY",
+            help="Make a new study (--study) whose first trials, after the baseline, are STUDY's best "
+            "configurations that lie in the new space: a narrower space or another learning rate.",
+        ),
+    ] = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
     mlflow: MlflowOpt = None,
@@ -97,6 +108,7 @@ def run(
     from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, check_space_for, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
+    from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.storage import probe
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
@@ -146,19 +158,63 @@ def run(
         "mlflow": mlflow,
     }
     options = info.options(**common, **ray)
+    if warm_start_from is not None:
+        _warm_start(resolved, url, options, warm_start_from)
+    if resume_failed is not None:
+        resume_stopped(url, resolved.study, resume_failed, spec=resolved)
     if not quiet:
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
-    code = _run_local_pool(resolved, url, options, workers)
-    if code is None:
-        load_engine(name).run(resolved, url, options)
-        code = 0
-    print_summary(url, resolved.study, time.time() - started, json_=json_)
+    with full_disk_named(url):  # the head's own writes (the study, the summary's reads) too
+        code = _run_local_pool(resolved, url, options, workers)
+        if code is None:
+            load_engine(name).run(resolved, url, options)
+            code = 0
+        print_summary(url, resolved.study, time.time() - started, json_=json_)
     if code == 0 and not (quiet or json_):
         stderr(
             f"next: tune export-best --study {resolved.study}   (--recheck 3 re-trains the 3 best "
             "configurations at a longer budget first and exports the winner)"
         )
     raise typer.Exit(code)
+
+
+def _warm_start(spec: Spec, url: str, options: RunOptions, old: str) -> None:
+    from marstune.tuning.config.spec import check_study_name
+    from marstune.tuning.errors import UsageError
+    from marstune.tuning.study.storage import open_storage
+    from marstune.tuning.study.warm_start import warm_start
+
+    if spec.search.engine == "keras-tuner":
+        raise UsageError(
+            "--warm-start-from needs the optuna or ray engine: Keras Tuner's oracle picks every trial"
+        )
+    storage = open_storage(url, create=True)
+    try:
+        for note in warm_start(spec, storage, url, check_study_name(old), options.data):
+            stderr(note)
+    finally:
+        storage.engine.dispose()
+
+
+def resume_stopped(url: str, study: str, last_failed: int, spec: Spec | None = None) -> None:
+    """`--resume-failed N` (run and worker): a new failure streak for the study, if N names its stop.
+    `spec`: the run's own, checked against the study's first, so a refused run resumes nothing."""
+    from marstune.tuning.search.failures import resume
+    from marstune.tuning.study.lifecycle import refuse_another_spec, stored_spec_raw
+    from marstune.tuning.study.storage import load_study, open_storage, study_names
+
+    storage = open_storage(url, create=True)
+    try:
+        if study not in study_names(storage):
+            stderr(f"--resume-failed {last_failed}: study {study!r} does not exist yet; nothing to resume")
+            return
+        loaded = load_study(storage, study)
+        stored = stored_spec_raw(storage, loaded._study_id)  # noqa: SLF001
+        if spec is not None and stored is not None:
+            refuse_another_spec(spec, stored)
+        stderr(resume(loaded, last_failed))
+    finally:
+        storage.engine.dispose()
 
 
 def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | None) -> int | None:

@@ -12,6 +12,7 @@ from marstune.tuning.cli.options import (
     JsonOpt,
     MlflowOpt,
     QuietOpt,
+    ResumeFailedOpt,
     StorageOpt,
     StoredStudyOpt,
     TensorBoardOpt,
@@ -49,6 +50,7 @@ def worker(
     ] = None,
     tensorboard: TensorBoardOpt = False,
     workers: WorkersOpt = None,
+    resume_failed: ResumeFailedOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
     mlflow: MlflowOpt = None,
@@ -56,12 +58,13 @@ def worker(
     import os
     import time
 
-    from marstune.tuning.cli.run import _say_workers, finished_trials, trials_per_process
+    from marstune.tuning.cli.run import _say_workers, finished_trials, resume_stopped, trials_per_process
     from marstune.tuning.cli.summary import print_summary, print_workers
     from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
     from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
     from marstune.tuning.study import tables
+    from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.urls import resolve_url
     from marstune.tuning.workers.child import ChildTask
@@ -75,40 +78,43 @@ def worker(
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
         stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
-    every = trials_per_process(stored)
-    threads = threads or stored.train.threads
-    board = str(Path("studies") / name / "tensorboard") if tensorboard else None
-    plans = local_plan(workers, threads, "optuna", recycle=every > 0)
-    if plans is not None:
-        _say_workers(url, plans, every)
-        task = ChildTask(
-            study=name,
-            threads=threads,
-            quiet=quiet,
-            data_path=str(data) if data else None,
-            max_trials=every,
-            deadline=deadline_of(stored.search.timeout),
-            tensorboard_dir=board,
-            parent_pid=os.getpid(),
-            run_started=started,
-            done_at_start=finished_trials(url, name),
-            mlflow=mlflow,
-        )
-        code, slots = run_pool(name, url, plans, task)
-        print_workers(url, name, slots)
-        if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
-            stderr(INTERRUPTED_RUN)
-    else:
-        options = OptunaOptions(
-            threads=threads,
-            quiet=quiet,
-            tensorboard_dir=board,
-            create=False,
-            data_path=str(data) if data else None,
-            mlflow=mlflow,
-        )
-        engine.run(engine.placeholder_spec(name), url, options)
-        code = 0
+    if resume_failed is not None:
+        resume_stopped(url, name, resume_failed)
+    with full_disk_named(url):  # a full disk in this process (the pool's own reads): one line
+        every = trials_per_process(stored)
+        threads = threads or stored.train.threads
+        board = str(Path("studies") / name / "tensorboard") if tensorboard else None
+        plans = local_plan(workers, threads, "optuna", recycle=every > 0)
+        if plans is not None:
+            _say_workers(url, plans, every)
+            task = ChildTask(
+                study=name,
+                threads=threads,
+                quiet=quiet,
+                data_path=str(data) if data else None,
+                max_trials=every,
+                deadline=deadline_of(stored.search.timeout),
+                tensorboard_dir=board,
+                parent_pid=os.getpid(),
+                run_started=started,
+                done_at_start=finished_trials(url, name),
+                mlflow=mlflow,
+            )
+            code, slots = run_pool(name, url, plans, task)
+            print_workers(url, name, slots)
+            if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
+                stderr(INTERRUPTED_RUN)
+        else:
+            options = OptunaOptions(
+                threads=threads,
+                quiet=quiet,
+                tensorboard_dir=board,
+                create=False,
+                data_path=str(data) if data else None,
+                mlflow=mlflow,
+            )
+            engine.run(engine.placeholder_spec(name), url, options)
+            code = 0
     if code and not quiet:
         stderr(f"worker stopped with exit code {code}")
     print_summary(url, name, time.time() - started, json_=json_)

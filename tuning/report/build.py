@@ -99,9 +99,8 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
     from marstune.tuning.report import data as rd
     from marstune.tuning.report import plotly_figures as rp
     from marstune.tuning.report import png_figures as png
-    from marstune.tuning.study.storage import load_study
 
-    loaded = load_study(storage, study.name)  # Optuna's own figures draw from the study object
+    loaded = rd.snapshot(study)  # Optuna's own figures draw the trials the report's rows were read from
     complete = len(study.complete)
     none_yet = "no complete trial yet: run `tune run` until one finishes"
     out = [
@@ -124,7 +123,7 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
     else:
         par.note = none_yet
     out.append(par)
-    values, why = rd.importances(storage, study)
+    values, why = rd.importances(study)
     imp = Section(
         "param-importances",
         "Parameter importances",

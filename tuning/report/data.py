@@ -51,6 +51,10 @@ class StudyData:
     space: dict[str, dict[str, Any]]  # the stored space definition: parameter -> {type, choices|low,high}
     best_model: Path | None = None  # the best trial's kept model (study/artifacts.py), if any
     attrs: dict[str, Any] = field(default_factory=dict)  # the study's user attributes (e.g. its re-check)
+    # The trials as read once (Optuna's own records): snapshot() makes the study Optuna's plots draw, so
+    # a study that workers are still writing to is drawn as it was when these rows were read.
+    frozen: list[FrozenTrial] = field(default_factory=list, repr=False)
+    directions: list[str] = field(default_factory=lambda: ["maximize"])
 
     @property
     def label(self) -> str:
@@ -108,7 +112,20 @@ def load_study_data(storage: BaseStorage, name: str) -> StudyData:
         space=dict(spec.get("space") or _space_from_trials(frozen)),
         best_model=_best_model(storage, study, frozen),
         attrs=dict(attrs),
+        frozen=list(frozen),
+        directions=[d.name.lower() for d in study.directions],
     )
+
+
+def snapshot(study: StudyData) -> optuna.Study:
+    """The study as it was read, in memory: what Optuna's plots and importances draw from. The live
+    storage would show trials that finished after the rows were read (a running study), which the
+    report's own tables and hover texts do not know."""
+    import optuna
+
+    copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=study.directions)
+    copy.add_trials(study.frozen)
+    return copy
 
 
 def _best_model(storage: BaseStorage, study: optuna.Study, frozen: list[FrozenTrial]) -> Path | None:
@@ -244,7 +261,7 @@ def importance_params(study: StudyData) -> tuple[list[str], str]:
     return varied, ""
 
 
-def importances(storage: BaseStorage, study: StudyData) -> tuple[dict[str, float] | None, str]:
+def importances(study: StudyData) -> tuple[dict[str, float] | None, str]:
     """fANOVA importances of the parameters for the value; (None, why) when they cannot be computed."""
     import optuna
 
@@ -252,7 +269,7 @@ def importances(storage: BaseStorage, study: StudyData) -> tuple[dict[str, float
     if not varied:
         return None, why
     try:
-        loaded = optuna.load_study(study_name=study.name, storage=storage)
+        loaded = snapshot(study)
         evaluator = importance_evaluator()
         found = optuna.importance.get_param_importances(loaded, evaluator=evaluator, params=varied)
         return {name: float(value) for name, value in found.items()}, ""

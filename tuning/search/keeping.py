@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from marstune.tuning.errors import is_disk_full
 from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.claim import StudyClaim
 
@@ -22,6 +23,7 @@ class ModelKeeper:
     def __init__(self, url: str, study: str, keep_models: int) -> None:
         self.url, self.study, self.keep_models = url, study, keep_models
         self._folder = Path(tempfile.mkdtemp(prefix="tune-kept-"))  # this process's models in flight
+        self.no_room: OSError | None = None  # the last store found the kept models' disk full
 
     def decide(self, value: float) -> Path | None:
         """Where to save a completed trial's model, or None when it would not make the top K."""
@@ -45,8 +47,23 @@ class ModelKeeper:
             return None
         try:
             return artifacts.keep(trial, file)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.no_room = exc  # the trial completes without its model; then the run stops, naming the disk
+            return None
         finally:
             file.unlink(missing_ok=True)
+
+    def forget_inherited(self, trial: optuna.Trial, system_attrs: dict[str, object]) -> None:
+        """A retried trial starts without the dead attempt's model links (study/artifacts.py)."""
+        keys = artifacts.inherited_links(system_attrs)
+        if not keys:
+            return
+        with tables.writing(self.url) as conn:
+            sid = tables.study_id(conn, self.study)
+            for key in keys:
+                tables.forget_trial_attr(conn, sid, trial.number, key)
 
     def prune(self, storage: optuna.storages.BaseStorage) -> None:
         """Back to the top K kept models, under the study claim (one worker deletes at a time)."""

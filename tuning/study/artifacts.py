@@ -5,12 +5,16 @@ links it (system attribute `artifacts:<id>`) and optuna-dashboard lists and serv
 FileSystemArtifactStore in the folder the study recorded when it was made (study system attribute
 `tune:artifacts`, an absolute path): studies/<study>/artifacts by default, a shared path on a cluster
 (`search.artifacts`). A model that falls out of the top K is deleted with its link, so nothing dangles.
+A model is written whole first (a temporary file beside it, flushed, then renamed) and linked only then:
+a full disk or a killed worker leaves no linked half of a model (Optuna's upload_artifact links first).
 Export, predict, the report and the final run read the models back; every load keeps safe_mode=True.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,24 +79,53 @@ def kept_path(
     return None
 
 
-def keep(trial: optuna.Trial, file: Path) -> str:
-    """Upload a finished trial's model while the trial still runs (Optuna links only running trials)."""
-    import optuna
+def write_whole(folder: Path, file: Path) -> str:
+    """Copy `file` into the store folder under a new artifact id, complete or not at all: a temporary
+    name beside it, flushed to the disk, then renamed (atomic on one filesystem). Returns the id."""
+    artifact_id = str(uuid.uuid4())
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{artifact_id}.partial"  # no artifact id: never served, listed or linked
+    try:
+        with file.open("rb") as source, partial.open("wb") as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(partial, folder / artifact_id)
+    except OSError as exc:  # the error names the store's folder, not the temporary name
+        raise OSError(exc.errno, exc.strerror, str(folder)) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return artifact_id
 
-    store = store_at(folder_of(trial.study))
-    return optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(file), study_or_trial=trial)
+
+def link(artifact_id: str) -> dict[str, str]:
+    """The trial system attribute that links a kept model (the metadata Optuna's upload_artifact writes)."""
+    meta = {"artifact_id": artifact_id, "filename": MODEL_FILE, "mimetype": "application/octet-stream"}
+    return {PREFIX + artifact_id: json.dumps({**meta, "encoding": None})}
+
+
+def keep(trial: optuna.Trial, file: Path) -> str:
+    """Store a finished trial's model while the trial still runs (Optuna links only running trials):
+    written whole, then linked."""
+    artifact_id = write_whole(folder_of(trial.study), file)
+    for key, meta in link(artifact_id).items():
+        trial.storage.set_trial_system_attr(trial._trial_id, key, meta)  # noqa: SLF001
+    return artifact_id
 
 
 def stored_link(study: optuna.Study, file: Path) -> dict[str, str]:
     """Write a model into the study's store now and return the trial system attribute that links it, for
     trials added whole (`study.add_trial`, the Keras Tuner engine) rather than run through Optuna."""
-    import uuid
+    return link(write_whole(folder_of(study), file))
 
-    artifact_id = str(uuid.uuid4())
-    with file.open("rb") as source:
-        store_at(folder_of(study)).write(artifact_id, source)
-    meta = {"artifact_id": artifact_id, "filename": MODEL_FILE, "mimetype": "application/octet-stream"}
-    return {PREFIX + artifact_id: json.dumps({**meta, "encoding": None})}
+
+def inherited_links(system_attrs: dict[str, object]) -> list[str]:
+    """The kept-model links a retried trial copied from the attempt that died (Optuna's retry callback
+    copies every system attribute): that model is not this attempt's, so the retry drops them."""
+    if "failed_trial" not in system_attrs:
+        return []
+    return [key for key in system_attrs if key.startswith(PREFIX)]
 
 
 class AllStudiesStore:
@@ -169,6 +202,12 @@ def prune(url: str, study: str, keep_models: int) -> list[KeptModel]:
             model.path.unlink(missing_ok=True)
             tables.forget_trial_attr(conn, sid, model.trial, PREFIX + model.artifact_id)
     return gone
+
+
+def kept_of_study(url: str, study: str) -> list[KeptModel]:
+    """Every kept model of the study, best first."""
+    with tables.reading(url) as conn:
+        return kept_models(conn, tables.study_id(conn, study))
 
 
 def best_kept(url: str, study: str, trial: int | None = None) -> KeptModel | None:

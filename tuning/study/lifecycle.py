@@ -57,6 +57,7 @@ class FailKind(StrEnum):
     STALE = "stale"  # its worker stopped sending heartbeats: re-run once by the retry callback
     SURPLUS = "surplus"  # started under a claim a database restart took away, past the target: dropped
     DUPLICATE = "duplicate"  # the sampler proposed a configuration the study already has
+    STORAGE = "storage"  # a disk the run writes to was full (study/disk.py): the storage's fault, not its
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,23 @@ def stored_spec_raw(storage: RDBStorage, study_id: int) -> dict[str, Any] | None
     return found if found is not None else storage.get_study_user_attrs(study_id).get(tables.SPEC_ATTR)
 
 
+def refuse_another_spec(spec: Spec, stored: Mapping[str, Any]) -> None:
+    """Only the spec a study was made with may join it (the run's own settings aside)."""
+    # Both sides over today's defaults: a section added since the study was made is not a difference.
+    # The baselines as trials see them (with the loss section's keys): a study made when the default
+    # baseline named `loss: crossentropy` itself is the same study.
+    made = spec_from_stored(stored)
+    differences = spec_differences(
+        {**made.raw, "baseline": made.baseline}, {**spec.raw, "baseline": spec.baseline}
+    )
+    if differences:
+        raise SpecError(
+            f"study {spec.study!r} exists with another spec ({'; '.join(differences)}); "
+            "run it with the settings it was made with, pass another --study, or start a new study "
+            f"from this one's trials with --warm-start-from {spec.study}"
+        )
+
+
 def create_or_join(
     spec: Spec,
     storage: RDBStorage,
@@ -147,18 +165,7 @@ def create_or_join(
                 kind = "baseline" if k == 0 else spec.search.sampler
                 study.enqueue_trial(params, user_attrs={ENQUEUED_AS: kind})
             return study, notes
-        # Both sides over today's defaults: a section added since the study was made is not a difference.
-        # The baselines as trials see them (with the loss section's keys): a study made when the default
-        # baseline named `loss: crossentropy` itself is the same study.
-        made = spec_from_stored(stored)
-        differences = spec_differences(
-            {**made.raw, "baseline": made.baseline}, {**spec.raw, "baseline": spec.baseline}
-        )
-        if differences:
-            raise SpecError(
-                f"study {spec.study!r} exists with another spec ({'; '.join(differences)}); "
-                "run it with the settings it was made with, or pass another --study"
-            )
+        refuse_another_spec(spec, stored)
         old = int(study.user_attrs.get(TARGET_ATTR, target))
         if explicit_target and spec.search.sampler != "grid" and target != old:
             study.set_user_attr(TARGET_ATTR, target)
@@ -201,7 +208,11 @@ def requeue_lost(study: optuna.Study) -> int:
     for t in trials:
         if t.state != TrialState.FAIL or ENQUEUED_AS not in t.user_attrs:
             continue
-        if t.system_attrs.get(tables.FAIL_KIND_ATTR) not in (FailKind.INTERRUPTED, FailKind.STALE):
+        if t.system_attrs.get(tables.FAIL_KIND_ATTR) not in (
+            FailKind.INTERRUPTED,
+            FailKind.STALE,
+            FailKind.STORAGE,
+        ):
             continue
         params = _params_of(t)
         if params in present:

@@ -71,19 +71,26 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def open_storage(
-    url: str | None, *, create: bool = False, heartbeat: bool = False, retry: bool = False
+    url: str | None,
+    *,
+    create: bool = False,
+    heartbeat: bool = False,
+    retry: bool = False,
+    read_only: bool = False,
 ) -> optuna.storages.RDBStorage:
     """Open (and with create=True, initialise) an Optuna RDB storage; failures become one-line errors.
 
     retry=True (workers): every call rides out an outage (study/resilient.py), opening included, and the
-    storage judges others' heartbeats only while this process's own calls go through."""
+    storage judges others' heartbeats only while this process's own calls go through.
+    read_only=True (reports): no WAL set-up and no schema written (a full disk is fine); the file is
+    opened as usual, so the last connection to close removes SQLite's -wal and -shm files."""
     import optuna
     import sqlalchemy.exc
 
     url = resolve_url(url)
     preflight(url, create=create)
     path = sqlite_path(url)
-    if path is not None:
+    if path is not None and not read_only:
         _prepare_sqlite(path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and their retry callback are "experimental" in Optuna 5 but are what we rely on.
@@ -99,6 +106,10 @@ def open_storage(
     retrier = Retrier(url) if retry else None
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
+            if read_only:  # the file as it is: no WAL pragma, no tables created (Optuna then only reads)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs(url), skip_table_creation=True
+                )
             if retrier is None:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)
             from marstune.tuning.study.resilient import ResilientStorage

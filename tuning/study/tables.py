@@ -108,22 +108,28 @@ def study_spec_raw(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any] | No
 
 
 def recent_states(
-    conn: sqlalchemy.Connection, sid: int, limit: int
-) -> list[tuple[str, str | None, str | None]]:
-    """(state, fail kind, fail reason) of the study's last `limit` finished trials, newest first, from
-    every worker on every host."""
+    conn: sqlalchemy.Connection, sid: int, limit: int, *, after_id: int = 0
+) -> list[tuple[int, str, str | None, str | None]]:
+    """(number, state, fail kind, fail reason) of the study's last `limit` finished trials whose id is
+    above `after_id`, newest first, from every worker on every host."""
     sql = (
-        "SELECT t.state, k.value_json, r.value_json FROM trials t"
+        "SELECT t.number, t.state, k.value_json, r.value_json FROM trials t"
         " LEFT JOIN trial_system_attributes k ON k.trial_id = t.trial_id AND k.key = :kind"
         " LEFT JOIN trial_user_attributes r ON r.trial_id = t.trial_id AND r.key = 'fail_reason'"
-        " WHERE t.study_id = :sid AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+        " WHERE t.study_id = :sid AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL') AND t.trial_id > :after"
         " ORDER BY t.datetime_complete DESC, t.trial_id DESC LIMIT :limit"
     )
-    rows = _rows(conn, sql, sid=sid, kind=FAIL_KIND_ATTR, limit=limit)
+    rows = _rows(conn, sql, sid=sid, kind=FAIL_KIND_ATTR, limit=limit, after=after_id)
     return [
-        (str(state), json.loads(kind) if kind else None, json.loads(why) if why else None)
-        for state, kind, why in rows
+        (int(number), str(state), json.loads(kind) if kind else None, json.loads(why) if why else None)
+        for number, state, kind, why in rows
     ]
+
+
+def last_trial_id(conn: sqlalchemy.Connection, sid: int) -> int:
+    """The highest trial id of the study (0 when it has none)."""
+    found = _rows(conn, "SELECT MAX(trial_id) FROM trials WHERE study_id = :sid", sid=sid)
+    return int(found[0][0] or 0) if found else 0
 
 
 def maximizing(conn: sqlalchemy.Connection, sid: int) -> bool:

@@ -44,7 +44,7 @@ def prepare_data(spec: Spec) -> Prepared:
     )
     if key in _cache:
         return _cache[key]
-    from marstune.data.clean import remove_contamination
+    from marstune.data.clean import check_enough_left, remove_contamination
     from marstune.data.mars import load_npz, split_indices
 
     try:
@@ -58,6 +58,7 @@ def prepare_data(spec: Spec) -> Prepared:
         removed = 0
         if spec.data.clean:
             data, report = remove_contamination(data)
+            check_enough_left(report, data.source)
             removed = len(report.removed)
         train_idx, val_idx = split_indices(len(data.images), spec.train.val_fraction, spec.train.seed)
     except Exception as exc:

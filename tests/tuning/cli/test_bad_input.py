@@ -80,6 +80,31 @@ ROWS: list[Row] = [
     row("run", "--data", "other.npz", "--epochs", "1", "-q", needles=("training_set",), code=1),
     row("run", "--data", "nan.npz", "--epochs", "1", "-q", needles=("nan.npz", "NaN"), code=1, real=True),
     row("run", "--data", "labels.npz", "--epochs", "1", "-q", needles=("labels.npz", "5"), code=1),
+    # masks of background only (every score would be 0), cleaned or not; masks that really repeat
+    row(
+        "run",
+        "--data",
+        "empty.npz",
+        "--epochs",
+        "1",
+        "-q",
+        needles=("empty.npz", "no terrain class 1..4"),
+        code=1,
+    ),
+    row(
+        *("run", "--data", "empty.npz", "--epochs", "1", "-q", "--set", "data.clean=false"),
+        needles=("empty.npz", "no terrain class 1..4"),
+        real=True,
+    ),
+    row(
+        *("run", "--data", "tiles.npz", "--epochs", "1", "-q"),
+        needles=(
+            "contamination filter (data.clean",
+            "removed 11 of 12 pairs, leaving 1",
+            "--set data.clean=false",
+        ),
+        real=True,
+    ),
     # tune run: specs and --set
     row("run", "--spec", "adir"),
     row("run", "--spec", "missing.yaml"),
@@ -165,6 +190,7 @@ ROWS: list[Row] = [
     row("data", "synth", "--out", "adir"),
     row("data", "synth", "--out", "notes.txt"),  # not an .npz name: an existing file would change kind
     row("data", "synth", "--out", "missing/folder/s.npz"),
+    row("data", "synth", "--out", "d.npz", needles=("already there", "pass --force"), real=True),
     row("data", "synth", "--out", "s.npz", "--n-train", "0"),
     row("data", "synth", "--out", "s.npz", "--n-train", "99999999999"),
 ]
@@ -180,7 +206,8 @@ def _pairs(n: int = 4) -> np.ndarray:
 
 
 def _bad_data(folder: Path) -> None:
-    """Arrays a user might hand us: wrong shape, wrong type, wrong name, a NaN, a label of 5."""
+    """Arrays a user might hand us: wrong shape, wrong type, wrong name, a NaN, a label of 5, masks of
+    background only, masks that all repeat."""
     nan, labels = _pairs(), _pairs()
     nan[2, 0, 5, 5] = np.nan
     labels[1, 1, 0, 0] = 5.0
@@ -189,6 +216,11 @@ def _bad_data(folder: Path) -> None:
     np.savez(folder / "other.npz", other=_pairs())
     np.savez(folder / "nan.npz", training_set=nan)
     np.savez(folder / "labels.npz", training_set=labels)
+    empty, tiles = _pairs(8), _pairs(12)
+    empty[:, 1] = 0.0
+    tiles[:11, 1] = tiles[0, 1]  # 11 of 12 pairs share one mask: the filter would leave 1 pair
+    np.savez(folder / "empty.npz", training_set=empty)
+    np.savez(folder / "tiles.npz", training_set=tiles)
 
 
 @pytest.fixture(scope="module")

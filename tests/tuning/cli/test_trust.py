@@ -86,6 +86,19 @@ def test_failures_are_counted_in_the_study_across_recycled_processes(tmp_path: P
     assert len(failed) == 10
 
 
+def test_synth_keeps_an_existing_data_set_unless_forced(tmp_path: Path) -> None:
+    made = run_tune("data", "synth", "--n-train", "8", "--n-test", "1", "--out", "d.npz", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    real = tmp_path / "d.npz"
+    before = real.read_bytes()
+    again = ("data", "synth", "--n-train", "8", "--n-test", "2", "--seed", "1", "--out", "d.npz")
+    _one_error_line(run_tune(*again, cwd=tmp_path), "pass --force to replace it")
+    assert real.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+    forced = run_tune(*again, "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert real.read_bytes() != before and "2 test images" in forced.stdout
+
+
 # 2. Outputs never overwrite inputs or databases; replacements are atomic and keep the mode.
 def test_outputs_never_overwrite_inputs_or_databases(tmp_path: Path) -> None:
     assert (

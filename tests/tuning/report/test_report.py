@@ -204,7 +204,7 @@ def test_four_figures_are_optunas_own_with_our_traces_added(storage: str) -> Non
     assert [list(t.y) for t in fig.data] == [list(t.y) for t in stock.data]
     assert fig.layout.title.text.startswith("Parallel coordinates")
 
-    values, _ = rd.importances(opened, data)
+    values, _ = rd.importances(data)
     assert values is not None
     fig = rp.importances(loaded, list(values))
     (bars,) = fig.data

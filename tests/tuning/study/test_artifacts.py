@@ -146,3 +146,73 @@ def test_export_best_never_writes_into_a_kept_models_folder(tmp_path: Path) -> N
     assert r.returncode == 1 and "kept models" in r.stderr, r.stderr
     assert kept.read_bytes() == b"a trial's kept weights"
     assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]
+
+
+def _kept_files(url: str) -> list[KeptModel]:
+    return artifacts.kept_of_study(url, "unet-mars")
+
+
+def test_export_best_ships_only_a_kept_model_that_loads(tmp_path: Path) -> None:
+    """A truncated kept model (a disk that filled mid-write, a copy cut short) is never shipped: the
+    next kept model that loads is, with its own trial; with none left, one line says so."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
+    assert run_tune(*run, "--trials", "2", cwd=tmp_path).returncode == 0
+    best, second = _kept_files(url)
+    whole = best.path.read_bytes()
+    best.path.write_bytes(whole[: len(whole) // 2])  # cut off mid-archive
+    out = tmp_path / "studies" / "unet-mars.best.keras"
+
+    r = run_tune("export-best", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    exported = yaml.safe_load((tmp_path / "studies" / "unet-mars.best.yaml").read_text())
+    assert exported["trial"] == second.trial and exported["value"] == pytest.approx(second.value)
+    assert out.read_bytes() == second.path.read_bytes()
+    assert f"trial {best.trial}: is not a Keras archive" in r.stderr, r.stderr
+    assert f"shipping trial {second.trial}'s" in r.stderr and "cuInit" not in r.stderr
+
+    out.unlink()
+    second.path.write_bytes(b"PK\x03\x04 not a whole archive")
+    r = run_tune("export-best", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stderr.splitlines() if "is usable" in ln]
+    assert len(line) == 1 and line[0].startswith("no kept model of unet-mars is usable"), r.stderr
+    assert not out.exists()
+    exported = yaml.safe_load((tmp_path / "studies" / "unet-mars.best.yaml").read_text())
+    assert exported["trial"] == best.trial and "model" not in exported
+
+
+def test_a_kept_model_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    folder = tmp_path / "artifacts"
+    source = tmp_path / "model.keras"
+    source.write_bytes(b"x" * 3_000_000)
+    artifact_id = artifacts.write_whole(folder, source)
+    assert (folder / artifact_id).read_bytes() == source.read_bytes()
+    assert [p.name for p in folder.iterdir()] == [artifact_id]  # no temporary file left
+    source.unlink()
+    with pytest.raises(FileNotFoundError):
+        artifacts.write_whole(folder, source)
+    assert [p.name for p in folder.iterdir()] == [artifact_id]
+
+
+def test_a_retry_starts_without_the_dead_attempts_model_links(sqlite_url: str) -> None:
+    """Optuna's retry callback copies every system attribute of the dead attempt, its model link too."""
+    from marstune.tuning.search.keeping import ModelKeeper
+
+    storage = open_storage(sqlite_url, create=True)
+    study = optuna.create_study(study_name="s", storage=storage)
+    link = artifacts.link("dead-attempts-model")
+    retry = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, system_attrs={"failed_trial": 0, **link}
+    )
+    study.add_trial(retry)
+    trial = study.ask()
+    frozen = storage.get_trial(trial._trial_id)
+    assert artifacts.inherited_links(frozen.system_attrs) == list(link)
+    keeper = ModelKeeper(sqlite_url, "s", 2)
+    try:
+        keeper.forget_inherited(trial, frozen.system_attrs)
+    finally:
+        keeper.close()
+    assert not any(k.startswith(artifacts.PREFIX) for k in storage.get_trial(trial._trial_id).system_attrs)
+    assert artifacts.inherited_links(dict(link)) == []  # a first attempt keeps its own links

@@ -30,6 +30,7 @@ from marstune.tuning.search.samplers import make_pruner, make_sampler
 from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import lifecycle
 from marstune.tuning.study.claim import StudyClaim
+from marstune.tuning.study.disk import full_disk_named
 from marstune.tuning.study.outage import Retrier, retrier_of
 from marstune.tuning.study.storage import open_storage
 
@@ -72,6 +73,11 @@ def _open(spec: Spec, storage_url: str, options: OptunaOptions) -> tuple[optuna.
 
 
 def run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
+    with full_disk_named(storage_url):  # a full disk anywhere (ask, the claim, a kept model): one line
+        return _run(spec, storage_url, options)
+
+
+def _run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     study, spec, notes = _open(spec, storage_url, options)
     target = lifecycle.target_of(study)
     grid = spec.search.sampler == "grid"

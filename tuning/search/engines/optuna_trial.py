@@ -20,10 +20,19 @@ from optuna.trial import TrialState
 
 from marstune.tuning.config.space import Categorical, Int, Space
 from marstune.tuning.config.spec import Spec
-from marstune.tuning.errors import FatalError, Pruned, StorageError, TrialFailed, one_line
+from marstune.tuning.errors import (
+    DiskFull,
+    FatalError,
+    Pruned,
+    StorageError,
+    TrialFailed,
+    is_disk_full,
+    one_line,
+)
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.study import lifecycle
 from marstune.tuning.study.claim import StudyClaim
+from marstune.tuning.study.disk import full_disk_line
 from marstune.tuning.study.lifecycle import FailKind
 from marstune.tuning.study.settings import grace_period
 
@@ -105,6 +114,8 @@ def run_trial(study: optuna.Study, objective: _Objective) -> None:
             raise  # the storage gave up after $TUNE_DB_RETRY_SECONDS: telling would wait as long again
         except BaseException as exc:  # fatal errors and interrupts: told FAIL, then raised
             error = exc
+    if error is not None and is_disk_full(error):
+        raise objective.disk_full(trial, error) from None
     reaped = state is None
     if state is not None:
         told = study.tell(
@@ -115,6 +126,7 @@ def run_trial(study: optuna.Study, objective: _Objective) -> None:
         objective.dropped(trial.number, value)
     if error is not None:
         raise error
+    objective.stop_if_no_room(trial.number)
 
 
 class _Objective:
@@ -167,6 +179,7 @@ class _Objective:
         trial.set_user_attr("engine", "optuna")
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
+            self.keeper.forget_inherited(trial, frozen.system_attrs)
         elif not queued:
             same = lifecycle.duplicates_of(trial.study, params, trial.number)
             if same is not None:  # sampled, not queued: a repeat would only cost a trial's compute
@@ -211,6 +224,8 @@ class _Objective:
             self._track("failed", None)
             raise
         except Exception as exc:  # one trial's failure (NaN, OOM, unbuildable config): the study goes on
+            if is_disk_full(exc):
+                raise  # not the configuration's fault: run_trial marks it so and the run stops
             reason = one_line(exc)
             self._attrs(trial, ctx.attrs, started)
             self._fail(trial, FailKind.ERROR, reason)
@@ -248,6 +263,34 @@ class _Objective:
             f"trial {number}: another worker failed it as stale while this one ran it (no heartbeat reached "
             f"the storage for {grace_period()} s); its result{result} is dropped and its retry runs it again"
         )
+
+    def stop_if_no_room(self, number: int) -> None:
+        """The trial completed but its model could not be kept (a full disk): stop, naming the disk."""
+        exc, self.keeper.no_room = self.keeper.no_room, None
+        if exc is not None:
+            assert self.goal is not None
+            line = full_disk_line(self.goal.url, exc)
+            raise DiskFull(f"{line}; trial {number} completed without its kept model")
+
+    def disk_full(self, trial: optuna.Trial, exc: BaseException) -> DiskFull:
+        """A disk filled while this trial ran: mark it as the storage's fault (FailKind.STORAGE, not
+        counted by the failure streak; an enqueued trial is queued again) where the database can still
+        take the write, and return the one line that stops the run."""
+        assert self.goal is not None
+        line = full_disk_line(self.goal.url, exc)
+        self.current = None
+        try:
+            self._fail(trial, FailKind.STORAGE, f"stopped by a full disk: {line}")
+            trial.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            self._track("failed", None)
+        except Exception as again:  # the database's own disk: nothing can be written to it now
+            if not is_disk_full(again):
+                raise
+            line += (
+                f"; trial {trial.number} stays RUNNING until then (the database could not record why), and "
+                "is failed as stale and run again once there is room"
+            )
+        return DiskFull(line)
 
     def _fail(self, trial: optuna.Trial, kind: FailKind, reason: str) -> None:
         lifecycle.mark_failed(trial.study, trial._trial_id, kind, reason)  # noqa: SLF001
