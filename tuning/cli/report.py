@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, complete_study, handle_errors, stderr
 from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 
 if TYPE_CHECKING:
@@ -52,7 +52,11 @@ def pick_study(storage: BaseStorage, study: str | None) -> str:
 def report(
     study: Annotated[
         str | None,
-        typer.Option("--study", help="Study name (default: the only study in the storage, else unet-mars)."),
+        typer.Option(
+            "--study",
+            help="Study name (default: the only study in the storage, else unet-mars).",
+            autocompletion=complete_study,
+        ),
     ] = None,
     storage: StorageOpt = None,
     out: Annotated[
@@ -86,7 +90,7 @@ def report(
     load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)
     database = sqlite_files(url)
-    check_outputs(target, database, may_make_folder=out is None)  # all of them, before any training
+    check_outputs(target, database)  # all of them, before any training
     if examples and best_kept(url, name) is not None:
         stderr("example predictions: the best trial's own kept model")
     elif examples:
@@ -99,6 +103,7 @@ def report(
         name,
         target,
         display_url(url),
+        storage_flag=storage,
         examples=examples,
         example_epochs=example_epochs,
         example_items=example_items,

@@ -69,7 +69,8 @@ def print_summary(url: str, study: str, seconds: float, *, json_: bool = False) 
     # a target lowered below what an earlier run finished reads "12 (target 6) finished", not "12/6"
     lowered = target is not None and finished > target
     progress = f"{finished} (target {target})" if lowered else f"{finished}/{target}"
-    table = Table(title=f"study {study}: {progress} finished", title_justify="left")
+    # two unnamed columns (what, value): a header would be an empty row
+    table = Table(title=f"study {study}: {progress} finished", title_justify="left", show_header=False)
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", no_wrap=False)
     best = result["best_value"]

@@ -29,7 +29,7 @@ _BRIEF = {
 
 
 class MlflowTracker:
-    def __init__(self, uri: str, study: str, storage: str) -> None:
+    def __init__(self, uri: str, study: str, storage: str, *, quiet: bool = False) -> None:
         from marstune.tuning.study.urls import same_database
 
         if same_database(uri, storage):  # MLflow would add its tables (and its alembic_version) to it
@@ -44,6 +44,8 @@ class MlflowTracker:
                 "--mlflow needs mlflow, which is not installed: pip install 'marstune[mlflow]'"
             ) from None
         self.uri, self.study = uri, study
+        if quiet:
+            quiet_mlflow()
         # MLflow retries a server that does not answer 7 times with backoff, 120 s a try: `--mlflow` with a
         # wrong port sat silent for 4 minutes. A mirror asks briefly; the user's own MLFLOW_* settings win.
         for name, value in _BRIEF.items():
@@ -100,6 +102,15 @@ class MlflowTracker:
         if model is not None and model.is_file():
             self._call("log_artifact", run_id, str(model))
         self._call("set_terminated", run_id, status=STATUS[state])
+
+
+def quiet_mlflow() -> None:
+    """`-q`: none of MLflow's own lines ("View run ... at", its database migrations); its warnings and
+    errors still show, and ours (a server that stops answering) too."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _first_words(exc: Exception, limit: int = 200) -> str:

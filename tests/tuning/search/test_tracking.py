@@ -29,7 +29,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a busy 2-core machine took over 2 minutes
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
@@ -116,3 +116,17 @@ def test_same_database_knows_one_database_by_its_other_names() -> None:
     assert not same_database("postgresql://u@db:5433/tune", "postgresql://u@db/tune")
     assert same_database("sqlite:///a/../tune.db", "sqlite:///tune.db")
     assert not same_database("http://127.0.0.1:5000", "sqlite:///tune.db")
+
+
+def test_quiet_shows_none_of_mlflows_own_lines(mlflow_server: str, tmp_path: Path) -> None:
+    args = ("run", "-q", "--trials", "2", "--storage", "sqlite:///s.db", "--mlflow", mlflow_server)
+    r = run_tune(
+        *args, "--set", "objective.kind=analytic", "--set", "search.trials_per_process=0", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "View run" not in r.stderr and "View experiment" not in r.stderr and "INFO" not in r.stderr, (
+        r.stderr
+    )
+    assert r.stderr.splitlines() == ["data: none (analytic objective)"] or len(r.stderr.splitlines()) <= 2, (
+        r.stderr
+    )

@@ -202,6 +202,7 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
 
     started = time.monotonic()
     temp_dir = _connect(address)
+    progress: Progress | None = None
     try:
         slots = _check_resources(cpus, gpus)  # before the study exists: bad flags write nothing
         storage = open_storage(storage_url, create=True)
@@ -235,6 +236,8 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
         rt.DRIVERS[spec.study] = driver
         _run_until_target(driver, study, target, _owner(storage_url, driver.study_id))
     finally:
+        if progress is not None:
+            progress.close()  # the live bar goes before the summary
         _shutdown(temp_dir)
         if "marstune.tuning.search.engines.ray_trainable" in sys.modules:
             sys.modules["marstune.tuning.search.engines.ray_trainable"].DRIVERS.pop(spec.study, None)
