@@ -45,6 +45,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
     from marstune.tuning.config.spec import DEFAULTS
     from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
+    from marstune.tuning.study.trial_attrs import per_class_iou
 
     default_engine = DEFAULTS["search"]["engine"]  # a spec stored before `engine` existed
     rows = []
@@ -57,7 +58,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
             attrs = tables.study_user_attrs(conn, sid)
             spec = tables.study_spec_raw(conn, sid) or {}
             best = tables.best_trial_id(conn, sid)
-            per_class = tables.trial_user_attrs(conn, best[0]).get("per_class_iou") if best else None
+            per_class = per_class_iou(tables.trial_user_attrs(conn, best[0])) if best else None
             rows.append(
                 {
                     "study": name,

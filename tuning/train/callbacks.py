@@ -54,13 +54,15 @@ class EpochTracker(keras.callbacks.Callback):
         # fit() validates after the training part of an epoch: what came before is training time.
         self._train_seconds = time.perf_counter() - self._clock[0]
 
-    def _log_epoch(self, value: float) -> None:
+    def _log_epoch(self, value: float, logs: dict[str, Any]) -> None:
         wall, cpu = time.perf_counter() - self._clock[0], time.process_time() - self._clock[1]
         train = self._train_seconds or wall
         per_class = np.asarray(self.miou.per_class(), dtype=float)
         self.log.append(
             {
                 "val_miou": round(value, 5) if math.isfinite(value) else None,
+                "loss": round(float(logs["loss"]), 5) if "loss" in logs else None,  # MLflow's per-epoch loss
+                "val_loss": round(float(logs["val_loss"]), 5) if "val_loss" in logs else None,
                 "per_class_iou": [None if math.isnan(v) else round(float(v), 5) for v in per_class],
                 "seconds": round(wall, 3),  # training and validation of this epoch
                 "cpu_seconds": round(cpu, 3),  # every thread of this process: stable under load
@@ -88,7 +90,7 @@ class EpochTracker(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         value = float((logs or {}).get("val_miou", float("nan")))
-        self._log_epoch(value)
+        self._log_epoch(value, logs or {})
         if not math.isfinite(value):
             return
         if self.best is None or value > self.best:
