@@ -132,15 +132,13 @@ def test_same_database_knows_one_database_by_its_other_names() -> None:
     assert not same_database("http://127.0.0.1:5000", "sqlite:///tune.db")
 
 
-def test_quiet_shows_none_of_mlflows_own_lines(mlflow_server: str, tmp_path: Path) -> None:
-    args = ("run", "-q", "--trials", "2", "--storage", "sqlite:///s.db", "--mlflow", mlflow_server)
+def test_quiet_shows_none_of_mlflows_own_lines(tmp_path: Path) -> None:
+    """A database tracking store is made by MLflow in this process: its table creation and migrations
+    (INFO lines of mlflow and alembic) printed under -q."""
+    args = ("run", "-q", "--trials", "2", "--storage", "sqlite:///s.db", "--mlflow", "sqlite:///mlflow.db")
     r = run_tune(
         *args, "--set", "objective.kind=analytic", "--set", "search.trials_per_process=0", cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "View run" not in r.stderr and "View experiment" not in r.stderr and "INFO" not in r.stderr, (
-        r.stderr
-    )
-    assert r.stderr.splitlines() == ["data: none (analytic objective)"] or len(r.stderr.splitlines()) <= 2, (
-        r.stderr
-    )
+    assert (tmp_path / "mlflow.db").stat().st_size > 0  # tracked
+    assert r.stderr == ""  # nothing at all: ours is quiet, and so are MLflow and alembic
