@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import REPO, refuse_same_file
+from marstune.tuning.study.trial_attrs import epoch_log
 
 DB = REPO / "bench" / "curves" / "record.db"
 OUT = REPO / "bench" / "curves" / "unet-synthetic.json"
@@ -167,7 +168,7 @@ def read_recording(db: Path, study: str = STUDY) -> dict[str, Any]:
             if state != "COMPLETE":
                 continue
             user = _attrs(conn, "trial_user_attributes", "trial_id", trial_id)
-            log = user.get("epoch_log") or []
+            log = epoch_log(_attrs(conn, "trial_system_attributes", "trial_id", trial_id), user)
             if not log:
                 continue  # completed before epoch logs existed: nothing to replay
             configs.append(

@@ -4,7 +4,7 @@ The design is the baseline, the 16 corners of the grid over the ordered paramete
 levels, kernel, dropout; activation cycles through its choices) and 32 points of a scrambled Sobol
 sequence over all five parameters. Each is enqueued into one study and trained by
 `tune run --sampler qmc --pruner none` (bench/curves/spec.yaml: 12 epochs, no early stopping), whose
-storage keeps every epoch's validation mIoU, per-class IoU and seconds (user attribute `epoch_log`).
+storage keeps every epoch's validation mIoU, per-class IoU and seconds (study/trial_attrs.py's epoch log).
 
 Resumable, in chunks: `--chunk K` stops after K more configurations; run the same command again to go
 on. A design point whose trial was interrupted (FAIL) is enqueued again. `python -m bench curves`
@@ -103,6 +103,7 @@ def _rebuild_from_kept() -> int:
     from marstune.tuning.config.spec import load_spec
     from marstune.tuning.study.lifecycle import DataInfo, create_or_join
     from marstune.tuning.study.storage import open_storage
+    from marstune.tuning.study.trial_attrs import stored_attrs
     from marstune.tuning.train.data import prepare_data
 
     kept = json.loads(KEPT.read_text())
@@ -119,6 +120,14 @@ def _rebuild_from_kept() -> int:
     study, _ = create_or_join(spec, storage, URL, data, enqueue=False)
     distributions = spec.space.to_optuna()
     for config in kept["configs"]:
+        user, system = stored_attrs(
+            {
+                "epoch_log": config["epochs"],
+                "params": config["model_params"],
+                "worker": config["worker"],
+                "recorded_by": kept["recipe"].get("recorder_commit"),
+            }
+        )
         study.add_trial(
             FrozenTrial(
                 number=0,
@@ -130,13 +139,8 @@ def _rebuild_from_kept() -> int:
                 datetime_complete=datetime.datetime.fromisoformat(config["end"]),
                 params=config["params"],
                 distributions=distributions,
-                user_attrs={
-                    "epoch_log": config["epochs"],
-                    "params": config["model_params"],
-                    "worker": config["worker"],
-                    "recorded_by": kept["recipe"].get("recorder_commit"),
-                },
-                system_attrs={},
+                user_attrs=user,
+                system_attrs=system,
                 intermediate_values={k: row["val_miou"] for k, row in enumerate(config["epochs"])},
             )
         )

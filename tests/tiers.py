@@ -45,6 +45,8 @@ SLOW_NAMES = {
     "create_subprocess_exec": "a process of its own",
     "run_tune": "a `tune` subprocess",
     "run_pool": "worker processes",
+    "_keep_slot_working": "worker processes",
+    "detect_gpus": "a process of its own (nvidia-smi)",
     "start_tune": "a `tune` subprocess",
     "start_worker": "a `tune worker` subprocess",
     "start_cluster": "a Ray cluster",

@@ -17,12 +17,33 @@ from marstune.tuning.errors import Interrupted, describe, exit_code
 from marstune.tuning.search.engines import ALL_SAMPLERS, ENGINES
 from marstune.tuning.search.samplers import PRUNER_NAMES
 
+
+def complete_study(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of --study: the studies in the storage named so far on the line (--storage, else
+    $TUNE_STORAGE, else the default). A completion must never print: any problem completes nothing."""
+    try:
+        from marstune.tuning.study import tables
+        from marstune.tuning.study.urls import resolve_url
+
+        with tables.reading(resolve_url(ctx.params.get("storage"))) as conn:
+            names = tables.study_ids(conn)
+    except Exception:  # noqa: BLE001 - no storage yet, a typo in --storage, a server down: no candidates
+        return []
+    return sorted(name for name in names if name.startswith(incomplete))
+
+
 # Help texts are single logical lines: rich reflows them to the terminal (a hard break stays a break).
 # Each says only what holds for every command that uses it; a command where it would not holds its own.
 StudyOpt = Annotated[
-    str | None, typer.Option("--study", help="Study name (default: the spec's study, unet-mars).")
+    str | None,
+    typer.Option(
+        "--study", help="Study name (default: the spec's study, unet-mars).", autocompletion=complete_study
+    ),
 ]
-StoredStudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (default: unet-mars).")]
+StoredStudyOpt = Annotated[
+    str | None,
+    typer.Option("--study", help="Study name (default: unet-mars).", autocompletion=complete_study),
+]
 StorageOpt = Annotated[
     str | None,
     typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, complete_study, handle_errors, stderr
 
 HELP = (
     "Segment test images with a saved model and write the submission CSV.\n\n"
@@ -46,7 +46,12 @@ def predict(
     threads: Annotated[int, typer.Option(min=0, help="TensorFlow threads (0: all cores).")] = 0,
     json_: JsonOpt = False,
     study: Annotated[
-        str | None, typer.Option("--study", help="Use this study's best kept model instead of --model.")
+        str | None,
+        typer.Option(
+            "--study",
+            help="Use this study's best kept model instead of --model.",
+            autocompletion=complete_study,
+        ),
     ] = None,
     storage: StorageOpt = None,
 ) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from marstune.tuning.cli.options import JsonOpt, StorageOpt, handle_errors, stderr
+from marstune.tuning.cli.options import JsonOpt, StorageOpt, complete_study, handle_errors, stderr
 from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 
 if TYPE_CHECKING:
@@ -52,7 +52,11 @@ def pick_study(storage: BaseStorage, study: str | None) -> str:
 def report(
     study: Annotated[
         str | None,
-        typer.Option("--study", help="Study name (default: the only study in the storage, else unet-mars)."),
+        typer.Option(
+            "--study",
+            help="Study name (default: the only study in the storage, else unet-mars).",
+            autocompletion=complete_study,
+        ),
     ] = None,
     storage: StorageOpt = None,
     out: Annotated[
@@ -78,7 +82,7 @@ def report(
     url = resolve_url(storage)
     opened = open_storage(url, read_only=True)  # a report writes nothing there: a full disk is fine
     try:
-        _report(opened, url, study, out, examples, example_epochs, example_items, threads, json_)
+        _report(opened, url, storage, study, out, examples, example_epochs, example_items, threads, json_)
     finally:
         opened.engine.dispose()  # closed on a refusal too: SQLite's -wal and -shm go with the last connection
 
@@ -86,6 +90,7 @@ def report(
 def _report(
     opened: BaseStorage,
     url: str,
+    storage: str | None,
     study: str | None,
     out: Path | None,
     examples: bool,
@@ -106,7 +111,7 @@ def _report(
     load_study(opened, name)  # an unknown study is told before any work
     target = out or default_out(name)
     database = sqlite_files(url)
-    check_outputs(target, database, may_make_folder=out is None)  # all of them, before any training
+    check_outputs(target, database)  # all of them, before any training
     if examples and best_kept(url, name) is not None:
         stderr("example predictions: the best trial's own kept model")
     elif examples:
@@ -119,6 +124,7 @@ def _report(
         name,
         target,
         display_url(url),
+        storage_flag=storage,
         examples=examples,
         example_epochs=example_epochs,
         example_items=example_items,

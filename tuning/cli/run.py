@@ -105,10 +105,13 @@ def run(
     import time
 
     from marstune.tuning.cli.summary import print_summary
+    from marstune.tuning.config.summary import spec_summary
     from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, check_space_for, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
     from marstune.tuning.study.disk import full_disk_named
+    from marstune.tuning.study.hints import repeated_flags
+    from marstune.tuning.study.lifecycle import check_joinable
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.storage import probe
     from marstune.tuning.study.urls import display_url, preflight, resolve_url
@@ -143,10 +146,11 @@ def run(
     preflight(url, create=True)  # the storage first: a bad URL is told before the data loads
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     probe(url)
+    check_joinable(resolved, url)  # a refused join prints only the refusal: before the data and the spec
     if mlflow:  # likewise the tracking server
         from marstune.tuning.search.tracking import MlflowTracker
 
-        MlflowTracker(mlflow, resolved.study, url)
+        MlflowTracker(mlflow, resolved.study, url, quiet=quiet)
     info = ENGINES[name]
     explicit = trials is not None or any(s.strip().startswith("search.trials") for s in set_ or [])
     common = {
@@ -162,8 +166,10 @@ def run(
         _warm_start(resolved, url, options, warm_start_from)
     if resume_failed is not None:
         resume_stopped(url, resolved.study, resume_failed, spec=resolved)
-    if not quiet:
+    if verbose:
         stderr(f"resolved spec ({display_url(url)}):\n" + _indent(resolved.to_yaml()))
+    elif not quiet:
+        stderr(spec_summary(resolved, where=display_url(url)))
     with full_disk_named(url):  # the head's own writes (the study, the summary's reads) too
         code = _run_local_pool(resolved, url, options, workers)
         if code is None:
@@ -172,8 +178,9 @@ def run(
         print_summary(url, resolved.study, time.time() - started, json_=json_)
     if code == 0 and not (quiet or json_):
         stderr(
-            f"next: tune export-best --study {resolved.study}   (--recheck 3 re-trains the 3 best "
-            "configurations at a longer budget first and exports the winner)"
+            f"next: tune export-best --study {resolved.study}{repeated_flags(storage=storage)}   "
+            "(--recheck 3 re-trains the 3 best configurations at a longer budget first and exports "
+            "the winner)"
         )
     raise typer.Exit(code)
 
@@ -235,6 +242,7 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
     for note in prepare_study(spec, url, options.data, explicit_target=options.explicit_target):
         stderr(note)
     _say_workers(url, plans, every)
+    done, target = study_progress(url, spec.study)
     task = ChildTask(
         study=spec.study,
         threads=options.threads,
@@ -244,12 +252,12 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         tensorboard_dir=options.tensorboard_dir,
         parent_pid=os.getpid(),
         run_started=time.time(),
-        done_at_start=finished_trials(url, spec.study),
+        done_at_start=done,
         mlflow=options.mlflow,
     )
     from marstune.tuning.cli.summary import print_workers
 
-    code, slots = run_pool(spec.study, url, plans, task)
+    code, slots = run_pool(spec.study, url, plans, task, target=target, epochs=spec.train.epochs)
     print_workers(url, spec.study, slots)
     if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
         stderr(INTERRUPTED_RUN)
@@ -268,11 +276,19 @@ def _say_workers(url: str, plans: list, every: int) -> None:  # type: ignore[typ
 
 def finished_trials(url: str, study: str) -> int:
     """Complete + pruned trials of the study now (the run's pace is measured from here)."""
+    return study_progress(url, study)[0]
+
+
+def study_progress(url: str, study: str) -> tuple[int, int]:
+    """The study's complete + pruned trials now, and its target (the live bar's total)."""
     from marstune.tuning.study import tables
+    from marstune.tuning.study.lifecycle import TARGET_ATTR
 
     with tables.reading(url) as conn:
-        states = tables.state_counts(conn, tables.study_id(conn, study))
-    return states["complete"] + states["pruned"]
+        sid = tables.study_id(conn, study)
+        states = tables.state_counts(conn, sid)
+        target = tables.study_user_attrs(conn, sid).get(TARGET_ATTR, 0)
+    return states["complete"] + states["pruned"], int(target)
 
 
 def trials_per_process(spec: Spec) -> int:

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from marstune.tuning.cli.options import INTERRUPTED_READ, StorageOpt, handle_errors
+from marstune.tuning.cli.options import INTERRUPTED_READ, StorageOpt, complete_study, handle_errors
 
 HELP = (
     "Studies in the storage: trials by state, target, best validation mIoU, and a best-so-far trend.\n\n"
     "Examples:\n\n"
     "  tune status\n\n"
+    "  tune status --study demo --spec   # the full spec the study was made with\n\n"
     "  tune status --storage postgresql+psycopg://tune@head/tune --json\n"
 )
 
@@ -41,9 +42,12 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
     A GROUP BY and one indexed join per study, read straight from Optuna's tables (study/tables.py):
     a study of 10,000 trials answers in milliseconds, with no Optuna import.
     """
+    from marstune.tuning.config.spec import DEFAULTS
     from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
+    from marstune.tuning.study.trial_attrs import per_class_iou
 
+    default_engine = DEFAULTS["search"]["engine"]  # a spec stored before `engine` existed
     rows = []
     with tables.reading(url) as conn:
         ids = tables.study_ids(conn)
@@ -54,10 +58,11 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
             attrs = tables.study_user_attrs(conn, sid)
             spec = tables.study_spec_raw(conn, sid) or {}
             best = tables.best_trial_id(conn, sid)
-            per_class = tables.trial_user_attrs(conn, best[0]).get("per_class_iou") if best else None
+            per_class = per_class_iou(tables.trial_user_attrs(conn, best[0])) if best else None
             rows.append(
                 {
                     "study": name,
+                    "engine": spec.get("search", {}).get("engine", default_engine),
                     "sampler": spec.get("search", {}).get("sampler"),
                     "target": attrs.get("target_trials"),
                     **trial_counts(conn, sid),
@@ -68,6 +73,22 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def stored_specs(url: str, only: str | None) -> str:
+    """The resolved spec of each study (or of `only`) as YAML, headed by `# study NAME`: what a run
+    prints in full with --verbose, read back from the storage."""
+    from marstune.tuning.config.spec import spec_yaml
+    from marstune.tuning.study import tables
+
+    parts = []
+    with tables.reading(url) as conn:
+        ids = {only: tables.study_id(conn, only)} if only is not None else tables.study_ids(conn)
+        for name, sid in ids.items():
+            raw = tables.study_spec_raw(conn, sid)
+            shown = spec_yaml(raw) if raw else "{}\n"
+            parts.append(f"# study {name}\n{shown}")
+    return "\n".join(parts) if parts else "# no studies yet; start one with `tune run`\n"
 
 
 def _per_class(values: dict[str, float | None] | None) -> str:
@@ -82,11 +103,20 @@ def _per_class(values: dict[str, float | None] | None) -> str:
 @handle_errors(interrupted=INTERRUPTED_READ)
 def status(
     study: Annotated[
-        str | None, typer.Option("--study", help="Only this study (default: every study).")
+        str | None,
+        typer.Option(
+            "--study", help="Only this study (default: every study).", autocompletion=complete_study
+        ),
     ] = None,
     storage: StorageOpt = None,
     json_: Annotated[
         bool, typer.Option("--json", help="Print the rows as one JSON array on stdout, for scripts.")
+    ] = False,
+    spec: Annotated[
+        bool,
+        typer.Option(
+            "--spec", help="Print the full spec each study was made with (YAML) instead of the table."
+        ),
     ] = False,
 ) -> None:
     import json
@@ -101,6 +131,9 @@ def status(
         check_study_name(study)
 
     url = resolve_url(storage)
+    if spec:
+        typer.echo(stored_specs(url, study), nl=False)
+        return
     rows = study_rows(url, study)
     if json_:
         typer.echo(json.dumps(rows, indent=2))
@@ -108,6 +141,7 @@ def status(
     table = Table(title=f"studies in {display_url(url)}")
     for column in (
         "study",
+        "engine",
         "sampler",
         "complete",
         "pruned",
@@ -124,7 +158,7 @@ def status(
         table.add_column(
             column,
             justify="left"
-            if column in ("study", "sampler", "best so far", "IoU soil/bedr/sand/rock")
+            if column in ("study", "engine", "sampler", "best so far", "IoU soil/bedr/sand/rock")
             else "right",
             no_wrap=True,
         )
@@ -132,6 +166,7 @@ def status(
         best = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
         table.add_row(
             r["study"],
+            str(r["engine"] or "-"),
             str(r["sampler"] or "-"),
             *(str(r[k]) for k in ("complete", "pruned", "fail", "skipped", "running", "waiting")),
             str(r["target"] or "-"),

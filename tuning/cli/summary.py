@@ -35,6 +35,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
     """The study's state after a run: target, trials by state, the best trial and its params."""
     from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
+    from marstune.tuning.study.trial_attrs import per_class_iou
 
     with tables.reading(url, wait=True) as conn:
         sid = tables.study_id(conn, study)
@@ -42,7 +43,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
         best = tables.best_trial_id(conn, sid)
         attrs = tables.study_user_attrs(conn, sid)
         params = tables.trial_params(conn, best[0]) if best else {}
-        per_class = tables.trial_user_attrs(conn, best[0]).get("per_class_iou") if best else None
+        per_class = per_class_iou(tables.trial_user_attrs(conn, best[0])) if best else None
     return {
         "study": study,
         "target": attrs.get("target_trials"),
@@ -69,7 +70,8 @@ def print_summary(url: str, study: str, seconds: float, *, json_: bool = False) 
     # a target lowered below what an earlier run finished reads "12 (target 6) finished", not "12/6"
     lowered = target is not None and finished > target
     progress = f"{finished} (target {target})" if lowered else f"{finished}/{target}"
-    table = Table(title=f"study {study}: {progress} finished", title_justify="left")
+    # two unnamed columns (what, value): a header would be an empty row
+    table = Table(title=f"study {study}: {progress} finished", title_justify="left", show_header=False)
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("", no_wrap=False)
     best = result["best_value"]

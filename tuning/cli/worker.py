@@ -58,7 +58,13 @@ def worker(
     import os
     import time
 
-    from marstune.tuning.cli.run import _say_workers, finished_trials, resume_stopped, trials_per_process
+    from marstune.tuning.cli.run import (
+        _say_workers,
+        finished_trials,
+        resume_stopped,
+        study_progress,
+        trials_per_process,
+    )
     from marstune.tuning.cli.summary import print_summary, print_workers
     from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
     from marstune.tuning.search.engines import OptunaOptions
@@ -100,7 +106,8 @@ def worker(
                 done_at_start=finished_trials(url, name),
                 mlflow=mlflow,
             )
-            code, slots = run_pool(name, url, plans, task)
+            target = study_progress(url, name)[1]
+            code, slots = run_pool(name, url, plans, task, target=target, epochs=stored.train.epochs)
             print_workers(url, name, slots)
             if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
                 stderr(INTERRUPTED_RUN)

@@ -8,6 +8,7 @@ printed at the start of a run and stored on the study, so any trial can be repro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -201,13 +202,21 @@ class Spec:
     objective: ObjectiveSpec
     raw: dict[str, Any]
     loss: LossSpec = LossSpec.model_validate(DEFAULTS["loss"])
+    # The spec file it was read from: not part of the spec (a copy elsewhere makes the same study), only
+    # repeated in the commands that hints suggest.
+    file: str | None = None
 
     def config_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's full configuration: the baseline with the searched params on top."""
         return {**self.baseline, **params}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False, default_flow_style=None, width=100)
+        return spec_yaml(self.raw)
+
+
+def spec_yaml(raw: Mapping[str, Any]) -> str:
+    """A resolved spec as people read it (`tune run --verbose`, `tune status --spec`)."""
+    return yaml.safe_dump(dict(raw), sort_keys=False, default_flow_style=None, width=100)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -526,6 +535,7 @@ def load_spec(
     """Defaults <- spec file <- `--set` overrides <- dedicated CLI flags (`--epochs` etc., dotted keys)."""
     source = "defaults"
     raw = copy.deepcopy(DEFAULTS)
+    spec_file = str(path) if path is not None else None  # what hints repeat: the default needs no flag
     if path is None and DEFAULT_SPEC_PATH.exists():
         path = DEFAULT_SPEC_PATH
     if path is not None:
@@ -543,7 +553,7 @@ def load_spec(
     if raw["objective"].get("kind") == "replay" and isinstance(raw["objective"].get("surrogate"), str):
         # Resolved here, once: Ray trials, workers and `export-best --recheck` run in other folders.
         raw["objective"]["surrogate"] = str(Path(raw["objective"]["surrogate"]).absolute())
-    return _validate(raw, source)
+    return dataclasses.replace(_validate(raw, source), file=spec_file)
 
 
 def spec_from_stored(raw: Mapping[str, Any]) -> Spec:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.errors import OutputError, ReportError
-from marstune.tuning.outputs import check_output, same_path, write_atomically
+from marstune.tuning.outputs import check_folder_output, check_output, same_path, write_atomically
 from marstune.tuning.report import EXAMPLE_EPOCHS, EXAMPLE_ITEMS
 from marstune.tuning.report.data import StudyData
+from marstune.tuning.study.hints import SPEC_FILE_ATTR, repeated_flags
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -71,16 +72,19 @@ def png_path(out: Path, key: str) -> Path:
     return out.parent / f"{out.stem}-{key}.png"
 
 
-def check_outputs(out: Path, database: Sequence[Path] = (), *, may_make_folder: bool = False) -> list[Path]:
+def check_outputs(out: Path, database: Sequence[Path] = ()) -> list[Path]:
     """Refuse, before anything is written, every file the report may write (the HTML and each PNG) that
     is the study database or one of its files (`database`), or that outputs.check_output refuses.
-    Returns those files. The PNGs are named after --out, so --out is what the user changes.
-    may_make_folder: the folder is the default studies/<study>/, made on first use."""
+    Returns those files. The PNGs are named after --out, so --out is what the user changes. A folder
+    that does not exist yet is made when the report is written (as `tune pix2pix --out` does), if
+    anything can be made there."""
     check_out(out)
     planned = [out, *(png_path(out, key) for key in PNG_KEYS)]
     for path in planned:
         _refuse_database_file(out, path, database)
-    if out.parent.exists() or not may_make_folder:  # a folder not made yet holds nothing to protect
+    if not out.parent.exists():  # a folder not made yet holds nothing to protect
+        check_folder_output(out.parent, flag=f"--out {out}: its folder")
+    else:
         for path in planned:
             check_output(path, flag="--out" if path == out else f"--out {out}: its plot")
     return planned
@@ -95,7 +99,9 @@ def _refuse_database_file(out: Path, path: Path, database: Sequence[Path]) -> No
     raise OutputError(f"{where} {what}; nothing was written: pass another --out")
 
 
-def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
+def sections(storage: BaseStorage, study: StudyData, storage_flag: str | None = None) -> list[Section]:
+    """The report's sections. `storage_flag`: the --storage the user gave, repeated (masked) in the
+    commands the report suggests, with the study's spec file and data."""
     from marstune.tuning.report import data as rd
     from marstune.tuning.report import plotly_figures as rp
     from marstune.tuning.report import png_figures as png
@@ -145,6 +151,11 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
         curves.note = "no trial reported an epoch yet"
     out.append(curves)
     peers = rd.comparable_studies(storage, study) if complete else []
+    rerun = repeated_flags(
+        storage=storage_flag,
+        spec=study.attrs.get(SPEC_FILE_ATTR),
+        data=study.spec.get("data", {}).get("path"),
+    )
     cmp_ = Section(
         "sampler-comparison",
         "Sampler comparison",
@@ -156,7 +167,7 @@ def sections(storage: BaseStorage, study: StudyData) -> list[Section]:
         if len(peers) == 1:
             cmp_.note = (
                 "no other study on the same data yet; compare samplers with e.g. "
-                f"`tune run --study {study.name}-random --sampler random`"
+                f"`tune run --study {study.name}-random --sampler random{rerun}`"
             )
     else:
         cmp_.note = none_yet
@@ -210,6 +221,7 @@ def build(
     out: Path,
     storage_label: str,
     *,
+    storage_flag: str | None = None,
     examples: bool = True,
     example_epochs: int = EXAMPLE_EPOCHS,
     example_items: int = EXAMPLE_ITEMS,
@@ -217,12 +229,13 @@ def build(
     database: Sequence[Path] = (),
 ) -> ReportFiles:
     """Render everything in memory first, then write: a failure leaves no half-written report.
-    `database`: the study database's files (urls.sqlite_files), which no file of the report may replace."""
+    `database`: the study database's files (urls.sqlite_files), which no file of the report may replace.
+    `storage_flag`: the --storage the user gave (the report's suggested commands repeat it, masked)."""
     from marstune.tuning.report.data import load_study_data
 
-    check_outputs(out, database, may_make_folder=True)
+    check_outputs(out, database)
     study = load_study_data(storage, study_name)
-    parts = sections(storage, study)
+    parts = sections(storage, study, storage_flag)
     parts.append(examples_section(study, examples, example_epochs, example_items, threads))
     out.parent.mkdir(parents=True, exist_ok=True)
     pngs = []

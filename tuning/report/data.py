@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from marstune.tuning.constants import CLASS_NAMES, SCORED_CLASSES
 from marstune.tuning.study.artifacts import kept_path
 from marstune.tuning.study.lifecycle import stored_spec_raw
+from marstune.tuning.study.trial_attrs import per_class_iou, trial_config
 
 if TYPE_CHECKING:
     import optuna
@@ -74,6 +75,8 @@ class StudyData:
 
 def _row(t: FrozenTrial) -> TrialRow:
     attrs = dict(t.user_attrs)
+    if (config := trial_config(t.system_attrs, attrs)) is not None:
+        attrs["config"] = config  # what the report retrains (a system attribute now)
     curve = sorted((int(step), float(v)) for step, v in t.intermediate_values.items())
     epochs = attrs.get("epochs_run")
     return TrialRow(
@@ -287,7 +290,7 @@ def per_class(study: StudyData) -> tuple[dict[str, float | None] | None, str]:
     best = study.best
     if best is None:
         return None, "no complete trial yet"
-    values = best.attrs.get("per_class_iou")
+    values = per_class_iou(best.attrs)
     if not isinstance(values, dict):
         why = {
             "analytic": "the analytic objective does not segment",

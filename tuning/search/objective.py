@@ -185,7 +185,12 @@ def _tensorboard(ctx: TrialContext) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0, update_freq="epoch")]
 
 
+PROBE_IMAGES = 4  # validation images whose model outputs are checked for NaN each epoch (a few ms)
+
+
 def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
+    import numpy as np
+
     from marstune.tuning.train.devices import configure
 
     setup = configure(ctx.threads or spec.train.threads, spec.train.mixed_precision)
@@ -197,8 +202,9 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     recipe = training.Recipe.of(spec, config, setup)
     training.fresh_graph(setup, spec.train.seed + ctx.number)
     model, miou = training.compile_unet(config, recipe, data)
+    probe = np.asarray(data.x_val[:PROBE_IMAGES], dtype="float32")[..., None] / np.float32(255.0)
     tracker = EpochTracker(
-        ctx.report, miou, recipe.patience, items=len(data.x_train), keep_best=bool(ctx.keep)
+        ctx.report, miou, recipe.patience, items=len(data.x_train), keep_best=bool(ctx.keep), probe=probe
     )
     started = time.perf_counter()
     # No per-batch callback: see EpochTracker.
@@ -221,7 +227,7 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     )
     if tracker.best_per_class is not None:
         ctx.attrs["per_class_iou"] = per_class_dict(tracker.best_per_class)
-    finite = all(math.isfinite(v) for v in losses)
+    finite = tracker.diverged is None
     if (
         ctx.keep
         and finite
@@ -234,7 +240,7 @@ def _train_unet(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
             training.save_inference_model(config, tracker.best_weights, path)
     del model
     if not finite:
-        raise TrialFailed(f"loss became NaN at epoch {len(losses)}; try a lower learning_rate")
+        raise TrialFailed(f"{tracker.diverged} at epoch {len(losses)}; try a lower learning_rate")
     if tracker.pruned_at is not None:
         raise Pruned(f"pruned at epoch {tracker.pruned_at + 1}")
     if tracker.best is None:

@@ -22,6 +22,7 @@ from marstune.tuning.errors import SpecError, StorageError
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.study import tables
 from marstune.tuning.study.lifecycle import stored_spec_raw
+from marstune.tuning.study.trial_attrs import trial_config
 
 RECHECK_ATTR = "recheck"  # study user attribute: the last re-check's candidates and winner
 
@@ -43,7 +44,8 @@ def top_configurations(url: str, study: str, k: int) -> list[Candidate]:
         values = sorted(tables.completed_values(conn, sid), key=lambda nv: (-nv[1], nv[0]))
         ids = tables.trial_ids_by_number(conn, sid)
         for number, value in values:
-            config = tables.trial_user_attrs(conn, ids[number]).get("config")
+            tid = ids[number]
+            config = trial_config(tables.trial_system_attrs(conn, tid), tables.trial_user_attrs(conn, tid))
             if config is None or any(c.config == config for c in found):
                 continue
             found.append(Candidate(number, config, value))

@@ -13,6 +13,7 @@ from typing import Any
 from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import StorageError
 from marstune.tuning.study import tables
+from marstune.tuning.study.trial_attrs import per_class_iou, trial_config
 from marstune.tuning.study.urls import display_url
 
 EXPORT_KIND = "tune/best-config"  # what `tune pix2pix --config` accepts, and nothing else
@@ -38,6 +39,7 @@ def best_export(url: str, name: str, *, trial: int | None = None) -> dict[str, A
         spec = tables.study_spec_raw(conn, sid)
         params = tables.trial_params(conn, trial_id)
         trial_attrs = tables.trial_user_attrs(conn, trial_id)
+        trial_system = tables.trial_system_attrs(conn, trial_id)
     return {
         "kind": EXPORT_KIND,
         "format": EXPORT_FORMAT,
@@ -45,9 +47,9 @@ def best_export(url: str, name: str, *, trial: int | None = None) -> dict[str, A
         "trial": number,
         "value": float(value),
         "metric": f"{METRIC_NAME}: validation mean IoU over classes 1..4",
-        "config": trial_attrs.get("config", params),
+        "config": trial_config(trial_system, trial_attrs) or params,
         "params": params,
-        "per_class_iou": trial_attrs.get("per_class_iou"),
+        "per_class_iou": per_class_iou(trial_attrs),
         "data": {
             "path": study_attrs.get("data_path"),
             "source": study_attrs.get("data_source"),

@@ -25,6 +25,7 @@ from marstune.tuning.constants import METRIC_NAME
 from marstune.tuning.errors import SpecError
 from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.claim import StudyClaim
+from marstune.tuning.study.hints import SPEC_FILE_ATTR
 from marstune.tuning.study.outage import retrier_of
 
 if TYPE_CHECKING:
@@ -109,10 +110,11 @@ def stored_spec_raw(storage: RDBStorage, study_id: int) -> dict[str, Any] | None
 
 
 def refuse_another_spec(spec: Spec, stored: Mapping[str, Any]) -> None:
-    """Only the spec a study was made with may join it (the run's own settings aside)."""
-    # Both sides over today's defaults: a section added since the study was made is not a difference.
-    # The baselines as trials see them (with the loss section's keys): a study made when the default
-    # baseline named `loss: crossentropy` itself is the same study.
+    """A SpecError naming every setting that differs from the spec the study was made with.
+
+    Both sides over today's defaults: a section added since the study was made is not a difference.
+    The baselines as trials see them (with the loss section's keys): a study made when the default
+    baseline named `loss: crossentropy` itself is the same study."""
     made = spec_from_stored(stored)
     differences = spec_differences(
         {**made.raw, "baseline": made.baseline}, {**spec.raw, "baseline": spec.baseline}
@@ -123,6 +125,26 @@ def refuse_another_spec(spec: Spec, stored: Mapping[str, Any]) -> None:
             "run it with the settings it was made with, pass another --study, or start a new study "
             f"from this one's trials with --warm-start-from {spec.study}"
         )
+
+
+def check_joinable(spec: Spec, url: str) -> None:
+    """Read-only and before anything is loaded or printed: the refusal that create_or_join would give
+    when the study exists with another spec. A storage or study that does not exist yet passes (it is
+    made later, under the claim, where every other storage problem is told)."""
+    from marstune.tuning.errors import StorageError
+    from marstune.tuning.study.urls import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return
+    try:
+        with tables.reading(url) as conn:
+            sid = tables.study_ids(conn).get(spec.study)
+            stored = None if sid is None else tables.study_spec_raw(conn, sid)
+    except StorageError:
+        return
+    if stored is not None:
+        refuse_another_spec(spec, stored)
 
 
 def create_or_join(
@@ -160,6 +182,8 @@ def create_or_join(
             for key, value in (data.attrs() if data else {}).items():
                 study.set_user_attr(key, value)
             study.set_user_attr("sampler", spec.search.sampler)  # a short summary for `optuna studies`
+            if spec.file:
+                study.set_user_attr(SPEC_FILE_ATTR, spec.file)  # hints repeat it (study/hints.py)
             study.set_user_attr(TARGET_ATTR, target)
             for k, params in enumerate(initial_trials(spec) if enqueue else []):
                 kind = "baseline" if k == 0 else spec.search.sampler

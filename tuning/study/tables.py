@@ -213,6 +213,11 @@ def trial_user_attrs(conn: sqlalchemy.Connection, trial_id: int) -> dict[str, An
     return {key: json.loads(value) for key, value in _rows(conn, sql, tid=trial_id)}
 
 
+def trial_system_attrs(conn: sqlalchemy.Connection, trial_id: int) -> dict[str, Any]:
+    sql = "SELECT key, value_json FROM trial_system_attributes WHERE trial_id = :tid"
+    return {key: json.loads(value) for key, value in _rows(conn, sql, tid=trial_id)}
+
+
 def trials_by_worker(conn: sqlalchemy.Connection, sid: int) -> dict[str, dict[str, int]]:
     """Worker name (user attribute `worker`, host:pid) -> its trials by state, lower-case."""
     sql = (

@@ -60,6 +60,15 @@ def native_noise_filtered() -> Iterator[None]:
         os.close(saved)
 
 
+@contextmanager
+def tensorflow_starting() -> Iterator[None]:
+    """Around any first import of TensorFlow (Keras, Keras Tuner): only its warnings and errors, and
+    none of its native start-up lines (see the module docstring)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what absl does honour, once initialised
+    with native_noise_filtered():
+        yield
+
+
 _configured: DeviceSetup | None = None
 
 
@@ -105,8 +114,7 @@ def configure(threads: int, mixed_precision: str = "auto") -> DeviceSetup:
     global _configured
     if _configured is not None:
         return _configured
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what absl does honour, once initialised
-    with native_noise_filtered():
+    with tensorflow_starting():
         import keras
         import tensorflow as tf
 

@@ -17,9 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import IO
 
+from rich.console import Console
+
+from marstune.tuning.search.eta import EVENTS_ENV, Eta, LiveBar, parse_event
 from marstune.tuning.train.devices import NATIVE_NOISE, verbose
 from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
 from marstune.tuning.workers.plan import WorkerPlan, child_env
@@ -74,18 +78,42 @@ class Slot:
     deaths: list[str] = field(default_factory=list)  # "pid 123 (SIGKILL)" for each that died of a signal
 
 
-def _pump(stream: IO[str], prefix: str) -> None:
+class _Screen:
+    """Where the children's lines go: stderr, or above the live bar (a terminal, not --quiet); their
+    progress events (search/eta.py) feed the bar's ETA and are never shown."""
+
+    def __init__(self, bar: LiveBar | None) -> None:
+        self.bar = bar
+        self._lock = threading.Lock()  # one pump thread per worker
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.out(text.rstrip("\n"), highlight=False)
+        else:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    def event(self, event: dict[str, object]) -> None:
+        if self.bar is not None:
+            with self._lock:
+                self.bar.eta.apply(event)
+                self.bar.update()
+
+
+def _pump(stream: IO[str], prefix: str, screen: _Screen) -> None:
     """A child's output, prefixed, without TensorFlow's native start-up chatter (unless --verbose)."""
     keep_all = verbose()
     for line in stream:
-        if keep_all or not NATIVE_NOISE.match(line):
-            sys.stderr.write(f"{prefix}{line}")
-            sys.stderr.flush()
+        event = parse_event(line)
+        if event is not None:
+            screen.event(event)
+        elif keep_all or not NATIVE_NOISE.match(line):
+            screen.line(f"{prefix}{line}")
     stream.close()
 
 
 def _keep_slot_working(
-    slot: Slot, forward: _Forwarder, task: ChildTask, env: dict[str, str], prefix: str
+    slot: Slot, forward: _Forwarder, task: ChildTask, env: dict[str, str], prefix: str, screen: _Screen
 ) -> None:
     """Run the slot's worker; when it exits to be recycled or dies of a signal, start a fresh one."""
     while forward.signum is None:
@@ -100,21 +128,25 @@ def _keep_slot_working(
         forward.adopt(proc)
         slot.pids.append(proc.pid)
         assert proc.stdout is not None
-        _pump(proc.stdout, prefix)
+        _pump(proc.stdout, prefix, screen)
         slot.code = proc.wait()
         if slot.code < 0 and forward.signum is None:
             name = _signal_name(-slot.code)
             slot.deaths.append(f"pid {proc.pid} ({name})")
             if len(slot.deaths) > MAX_DEATHS:
-                _say(prefix, f"worker pid {proc.pid} died of {name}, {len(slot.deaths)} deaths: not replaced")
+                _say(
+                    screen,
+                    prefix,
+                    f"worker pid {proc.pid} died of {name}, {len(slot.deaths)} deaths: not replaced",
+                )
                 return
-            _say(prefix, f"worker pid {proc.pid} died of {name}; a fresh process takes its place")
+            _say(screen, prefix, f"worker pid {proc.pid} died of {name}; a fresh process takes its place")
             slot.code = RECYCLE_EXIT
             continue
         if slot.code != RECYCLE_EXIT:
             return
         if forward.signum is None:
-            _say(prefix, "recycled after its trials: a fresh process continues")
+            _say(screen, prefix, "recycled after its trials: a fresh process continues")
 
 
 def _signal_name(number: int) -> str:
@@ -124,8 +156,8 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _say(prefix: str, text: str) -> None:
-    print(f"{prefix}[tune] {text}", file=sys.stderr, flush=True)
+def _say(screen: _Screen, prefix: str, text: str) -> None:
+    screen.line(f"{prefix}[tune] {text}\n")
 
 
 def run_pool(
@@ -133,16 +165,26 @@ def run_pool(
     storage_url: str,
     plans: Sequence[WorkerPlan],
     task: ChildTask,
+    *,
+    target: int = 0,
+    epochs: int = 0,
 ) -> tuple[int, list[Slot]]:
     """Run the children to the end (each replaced by a fresh process every `task.max_trials` trials);
-    returns the exit code and the slots (who ran, how each ended) for the summary."""
+    returns the exit code and the slots (who ran, how each ended) for the summary. On a terminal a live
+    bar of the study's `target` trials (`epochs` each at most) shows the run's ETA."""
     slots = [Slot(plan) for plan in plans]
-    with _Forwarder() as forward:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    bar = None
+    if target and LiveBar.wanted(console, task.quiet):
+        bar = LiveBar(console, Eta(target, epochs, task.run_started, task.done_at_start), study)
+    screen = _Screen(bar)
+    with _Forwarder() as forward, bar or nullcontext():
         threads = []
         for slot in slots:
             child = ChildTask(**{**task.__dict__, "threads": slot.plan.threads})
             prefix = f"[w{slot.plan.index}] " if len(plans) > 1 else ""
-            args = (slot, forward, child, child_env(slot.plan, storage_url), prefix)
+            env = {**child_env(slot.plan, storage_url), EVENTS_ENV: "1"}
+            args = (slot, forward, child, env, prefix, screen)
             threads.append(threading.Thread(target=_keep_slot_working, args=args, daemon=True))
         for thread in threads:
             thread.start()

@@ -32,6 +32,7 @@ ARGS = [
 ]
 ARTIFACTS = REPO / "test-artifacts"
 STUDY = "browse-me"
+REPLAYED = "replayed"  # a second study, made after STUDY
 TRIALS = 10
 TIMEOUT_MS = 90_000  # a loaded 2-core CI machine renders slowly
 
@@ -43,6 +44,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_tune(
         "run", "--study", STUDY, "--sampler", "random", "--trials", str(TRIALS), "--epochs", "5",
         "--pruner", "median", "--set", "objective.kind=analytic", "-q", cwd=cwd,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    curves = REPO / "bench" / "curves"  # and trials with a per-epoch log (replayed curves: seconds)
+    result = run_tune(
+        "run", "--study", REPLAYED, "--spec", str(curves / "spec.yaml"), "--set", "objective.kind=replay",
+        "--set", f"objective.surrogate={curves / 'surrogate.json'}", "--trials", "2", "-q", cwd=cwd,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return cwd
@@ -124,7 +131,7 @@ def test_dashboard_shows_the_study_its_trials_and_learning_curves(browser: Any, 
     detail = page.get_by_text("Intermediate Values", exact=True)
     detail.wait_for(state="visible")
     body = page.inner_text("body")
-    for attr in ("epochs_run", "wall_seconds", "config", "enqueued_as"):
+    for attr in ("epochs_run", "wall_seconds", "worker", "enqueued_as"):
         assert attr in body, attr
     _shot(page, "dashboard-trials.png")
     page.close()
@@ -154,3 +161,18 @@ def test_report_renders_in_a_browser_without_network(browser: Any, workdir: Path
     page.locator("#section-intermediate-values").scroll_into_view_if_needed()
     _shot(page, "report-browser.png")
     page.close()
+
+
+def test_a_trial_page_is_no_wider_than_the_window(browser: Any, dashboard: str) -> None:
+    """A trial with a per-epoch log must not widen the trial page: the log is no user attribute the
+    dashboard lists (it made a 1,400-px window scroll to 4,368 px)."""
+    summaries = get_json(f"{dashboard}/api/studies")["study_summaries"]
+    sid = next(s["study_id"] for s in summaries if s["study_name"] == REPLAYED)
+    page = browser.new_page()
+    page.goto(f"{dashboard}/dashboard/studies/{sid}/trials")
+    page.get_by_text("Intermediate Values", exact=True).wait_for(state="visible")
+    page.get_by_text("compute_seconds").first.wait_for(state="visible")  # the user attributes are drawn
+    scrolled, window = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    _shot(page, "dashboard-trial-width.png")
+    page.close()
+    assert scrolled <= window, f"the trial page is {scrolled} px wide in a {window} px window"

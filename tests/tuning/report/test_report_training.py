@@ -13,6 +13,7 @@ import pytest
 from marstune.tuning.config.spec import spec_from_stored
 from marstune.tuning.study.lifecycle import stored_spec_raw
 from marstune.tuning.study.storage import open_storage
+from marstune.tuning.study.trial_attrs import EPOCH_LOG_ATTR, per_class_iou, trial_config
 from tests.conftest import run_tune
 
 TINY = (
@@ -45,14 +46,16 @@ def test_trials_carry_what_the_dashboard_shows(study_dir: Path) -> None:
         assert set(trial.params) == searched | {"loss", "class_weight_exponent", "focal_gamma"}
         assert list(trial.intermediate_values) == [0]  # one epoch, one learning-curve point
         attrs = trial.user_attrs
-        assert attrs["config"] == {
+        assert trial_config(trial.system_attrs, attrs) == {
             **spec["baseline"],
             **spec_from_stored(spec).loss.as_params(),
             **trial.params,
         }
         assert attrs["epochs_run"] == 1 and attrs["device"] == "cpu" and attrs["engine"] == "optuna"
         assert attrs["wall_seconds"] >= attrs["train_seconds"] > 0
-        per_class = attrs["per_class_iou"]
+        per_class = per_class_iou(attrs)  # short attributes iou_<class>, not one wide dict
+        assert attrs["iou_soil"] == per_class["soil"] and "per_class_iou" not in attrs  # type: ignore[index]
+        assert "epoch_log" not in attrs and len(trial.system_attrs[EPOCH_LOG_ATTR]) == 1
         assert set(per_class) == {"background", "soil", "bedrock", "sand", "big_rock"}
         assert all(v is None or 0.0 <= v <= 1.0 for v in per_class.values())
 

@@ -150,10 +150,11 @@ class _SelfKilling:
 def test_a_place_whose_worker_keeps_dying_is_refilled_a_bounded_number_of_times(
     capsys: pytest.CaptureFixture,
 ) -> None:
-    from marstune.tuning.workers.pool import MAX_DEATHS, Slot, _Forwarder, _keep_slot_working
+    from marstune.tuning.workers.pool import MAX_DEATHS, Slot, _Forwarder, _keep_slot_working, _Screen
 
     slot = Slot(WorkerPlan(0, 1, None))
-    _keep_slot_working(slot, _Forwarder(), _SelfKilling(), {"PATH": "/usr/bin:/bin"}, "[w0] ")  # type: ignore[arg-type]
+    env = {"PATH": "/usr/bin:/bin"}
+    _keep_slot_working(slot, _Forwarder(), _SelfKilling(), env, "[w0] ", _Screen(None))  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert len(slot.pids) == MAX_DEATHS + 1 and slot.code == -9  # the last one is not replaced
     assert slot.deaths == [f"pid {pid} (SIGKILL)" for pid in slot.pids]

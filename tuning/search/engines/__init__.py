@@ -146,8 +146,11 @@ def check_space_for(engine: str, sampler: str, space: Space) -> None:
 
 def load_engine(name: str) -> Engine:
     info = ENGINES[name]
+    from marstune.tuning.train.devices import tensorflow_starting
+
     try:
-        return importlib.import_module(info.module)  # type: ignore[return-value]
+        with tensorflow_starting():  # Keras Tuner imports TensorFlow with the module
+            return importlib.import_module(info.module)  # type: ignore[return-value]
     except ImportError as exc:
         if exc.name and exc.name.startswith("marstune"):
             raise

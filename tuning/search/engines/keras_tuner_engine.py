@@ -231,7 +231,9 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
         target,
         tensorboard_dir=options.tensorboard_dir,
         keeper=ModelKeeper(storage_url, spec.study, spec.search.keep_models),
-        tracker=MlflowTracker(options.mlflow, spec.study, storage_url) if options.mlflow else None,
+        tracker=MlflowTracker(options.mlflow, spec.study, storage_url, quiet=options.quiet)
+        if options.mlflow
+        else None,
     )
     job.recorded = recorded_ids(study, project)
     job.expect_baseline = not any(t.params == job.baseline() for t in study.get_trials(deepcopy=False))
@@ -249,6 +251,7 @@ def run(spec: Spec, storage_url: str, options: KerasTunerOptions) -> RunSummary:
         raise exc.original from None
     finally:
         job.keeper.close()
+        progress.close()  # the live bar goes before the summary
     c = counts(study)
     done = finished(c)
     if done < target and job.budget_left() > 0 and not options.quiet:

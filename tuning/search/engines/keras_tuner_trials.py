@@ -35,6 +35,7 @@ from marstune.tuning.search.progress import Progress
 from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.lifecycle import FailKind, best_trial, counts, finished, worker_name
+from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 ENGINE = "keras-tuner"
 RECORD_FILE = "tune_record.json"
@@ -118,15 +119,19 @@ def add_to_study(
     study: optuna.Study, space: Space, record: TrialRecord, complete: bool, project: str, sampler: str
 ) -> int:
     """Write one finished Keras Tuner trial into the storage; returns its Optuna trial number."""
+    user, epoch_system = stored_attrs(record.attrs)
     attrs = {
-        **record.attrs,
-        "config": record.config,
+        **user,
         "engine": ENGINE,
         "keras_tuner_trial_id": record.kt_id,
         "keras_tuner_project": project,
         "keras_tuner_sampler": sampler,
     }
-    system: dict[str, Any] = dict(record.links) if complete else {}
+    system: dict[str, Any] = {
+        **(dict(record.links) if complete else {}),
+        **epoch_system,
+        CONFIG_ATTR: record.config,
+    }
     if not complete:
         attrs["fail_reason"] = record.fail_reason or "Keras Tuner marked the trial failed"
         system[tables.FAIL_KIND_ATTR] = str(FailKind.ERROR)
@@ -240,7 +245,8 @@ class Job:
         saved = self.keeper.file if self.keeper is not None else None
         if self.tracker:
             state = "failed" if record.fail_reason else "complete"
-            self.tracker.finish(run_id, state, record.value, saved if saved and saved.is_file() else None)
+            model = saved if saved and saved.is_file() else None
+            self.tracker.finish(run_id, state, record.value, model, epochs=ctx.attrs.get("epoch_log") or ())
         if saved is not None and saved.is_file():  # into the study's store now, linked when stored
             record.links = artifacts.stored_link(self.study, saved)
             saved.unlink()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import optuna
 from optuna.trial import TrialState
@@ -99,10 +99,14 @@ def _run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
     reaper = Reaper(study, storage_url, lifecycle.worker_name(), progress.note)
     deadline = options.deadline or (time.time() + spec.search.timeout if spec.search.timeout else None)
     keeper = ModelKeeper(storage_url, spec.study, spec.search.keep_models)
-    tracker = MlflowTracker(options.mlflow, spec.study, storage_url) if options.mlflow else None
+    tracker = (
+        MlflowTracker(options.mlflow, spec.study, storage_url, quiet=options.quiet)
+        if options.mlflow
+        else None
+    )
     objective = _Objective(spec, progress, options, stops, reaper, keeper, tracker)
     goal = Goal(target, grid, storage_url)
-    with stops, _closing(keeper):
+    with stops, _closing(keeper), closing(progress):  # the live bar goes before the summary
         try:
             failures.check(study)  # a study stopped for failing is not restarted blindly
             while not (options.max_trials and ran >= options.max_trials):

@@ -35,6 +35,7 @@ from marstune.tuning.study.claim import StudyClaim
 from marstune.tuning.study.disk import full_disk_line
 from marstune.tuning.study.lifecycle import FailKind
 from marstune.tuning.study.settings import grace_period
+from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 if TYPE_CHECKING:
     from marstune.tuning.search.engines import OptunaOptions
@@ -174,7 +175,7 @@ class _Objective:
         config = self.spec.config_for(params)
         retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         retry_of = frozen.user_attrs.get("retry_of", retry_of)
-        trial.set_user_attr("config", config)
+        trial.storage.set_trial_system_attr(trial._trial_id, CONFIG_ATTR, config)  # noqa: SLF001
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("engine", "optuna")
         if retry_of is not None:
@@ -212,7 +213,7 @@ class _Objective:
                 value = evaluate(config, self.spec, ctx)
         except Pruned as exc:
             self._attrs(trial, ctx.attrs, started)
-            self._track("pruned", None)
+            self._track("pruned", None, epochs=ctx.attrs.get("epoch_log"))
             self.progress.trial_finished(trial.number, "pruned", None)
             raise optuna.TrialPruned(str(exc)) from None
         except (FatalError, UpdateFinished):
@@ -229,20 +230,22 @@ class _Objective:
             reason = one_line(exc)
             self._attrs(trial, ctx.attrs, started)
             self._fail(trial, FailKind.ERROR, reason)
-            self._track("failed", None)
+            self._track("failed", None, epochs=ctx.attrs.get("epoch_log"))
             self.failed = reason
             self.progress.trial_finished(trial.number, "failed", None, reason)
             raise TrialFailed(reason) from None
         self._attrs(trial, ctx.attrs, started)
-        self._track("complete", value, self.keeper.file)
+        self._track("complete", value, self.keeper.file, epochs=ctx.attrs.get("epoch_log"))
         self.kept = self.keeper.store(trial) is not None  # linked while the trial still runs
         self.progress.trial_finished(trial.number, "complete", value)
         self.current = None
         return value
 
-    def _track(self, state: str, value: float | None, model: Path | None = None) -> None:
+    def _track(
+        self, state: str, value: float | None, model: Path | None = None, *, epochs: list | None = None
+    ) -> None:
         if self.tracker:
-            self.tracker.finish(self.run_id, state, value, model)
+            self.tracker.finish(self.run_id, state, value, model, epochs=epochs or ())
 
     def _past_target(self, trial: optuna.Trial) -> bool:
         """Under a fresh claim: would this trial take the study past its target? (grid: never; its
@@ -305,6 +308,9 @@ class _Objective:
 
     @staticmethod
     def _attrs(trial: optuna.Trial, attrs: dict[str, Any], started: float) -> None:
-        for key, value in attrs.items():
+        user, system = stored_attrs(attrs)
+        for key, value in user.items():
             trial.set_user_attr(key, value)
+        for key, value in system.items():
+            trial.storage.set_trial_system_attr(trial._trial_id, key, value)  # noqa: SLF001
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))

@@ -8,6 +8,7 @@ trial is retried once; an interrupted run resumes from studies/<study>/ray/run-<
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -19,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -191,6 +193,27 @@ class Driver:
 
 
 def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
+    with _stdout_on_stderr():
+        return _run(spec, storage_url, options)
+
+
+@contextlib.contextmanager
+def _stdout_on_stderr() -> Iterator[None]:
+    """While Ray runs, file descriptor 1 is stderr: Ray's log monitor and its C++ core write what they
+    have to say (a lost node's 46-line "Raylet is terminated" text) to stdout, which belongs to the
+    summary (`--json`: one JSON object) printed after the run."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
     address = options.address
     cpus, gpus = options.cpus_per_trial, options.gpus_per_trial
     _prepare_env(address)
@@ -202,6 +225,7 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
 
     started = time.monotonic()
     temp_dir = _connect(address)
+    progress: Progress | None = None
     try:
         slots = _check_resources(cpus, gpus)  # before the study exists: bad flags write nothing
         storage = open_storage(storage_url, create=True)
@@ -235,6 +259,8 @@ def run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
         rt.DRIVERS[spec.study] = driver
         _run_until_target(driver, study, target, _owner(storage_url, driver.study_id))
     finally:
+        if progress is not None:
+            progress.close()  # the live bar goes before the summary
         _shutdown(temp_dir)
         if "marstune.tuning.search.engines.ray_trainable" in sys.modules:
             sys.modules["marstune.tuning.search.engines.ray_trainable"].DRIVERS.pop(spec.study, None)

@@ -27,6 +27,7 @@ from marstune.tuning.errors import Pruned, redact
 from marstune.tuning.search import failures
 from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.study.lifecycle import FailKind, mark_failed
+from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 NUMBER_KEY = "_optuna_trial"  # the Optuna trial number, added to the config by the searcher
 ATTEMPT_FILE = "tune-attempts"  # in the trial's directory on Ray's (shared) storage
@@ -247,7 +248,7 @@ class StudySearch(OptunaSearch):
         if not isinstance(config, dict):
             return config
         trial = self._ot_trials[trial_id]
-        trial.set_user_attr("config", driver.spec.config_for(config))
+        trial.storage.set_trial_system_attr(trial._trial_id, CONFIG_ATTR, driver.spec.config_for(config))  # noqa: SLF001
         trial.set_user_attr("engine", "ray")
         trial.set_user_attr("ray_experiment", self._experiment)
         trial.set_user_attr("ray_trial_id", trial_id)
@@ -283,8 +284,11 @@ class StudySearch(OptunaSearch):
         if trial is None or trial_id in self._completed_trials:
             return
         result = result or {}
-        for key, value in result_attrs(result).items():
+        user, system = stored_attrs(result_attrs(result))
+        for key, value in user.items():
             trial.set_user_attr(key, value)
+        for key, value in system.items():
+            trial.storage.set_trial_system_attr(trial._trial_id, key, value)  # noqa: SLF001
         if "ray_node_id" in result:  # the node of the attempt that finished (a retry may move)
             self._place(trial, result)
         value, reason = None, ""

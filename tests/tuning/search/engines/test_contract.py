@@ -20,6 +20,7 @@ from marstune.tuning.config.spec import Spec, load_spec
 from marstune.tuning.errors import SpecError, TooManyFailures
 from marstune.tuning.search.engines import ENGINES, RunSummary, load_engine
 from marstune.tuning.study.storage import open_storage
+from marstune.tuning.study.trial_attrs import trial_config
 from tests.conftest import REPO, STORAGES
 from tests.tuning.ray_cluster import RayCluster, start_cluster
 
@@ -123,7 +124,8 @@ def test_values_stay_in_bounds_and_the_target_is_reached(runner: Runner, sampler
     for t in trials:
         assert spec.space.contains(t.params), t.params
         assert t.user_attrs["engine"] == runner.engine
-        assert t.user_attrs["config"] == spec.config_for(t.params)
+        assert trial_config(t.system_attrs, t.user_attrs) == spec.config_for(t.params)
+        assert "config" not in t.user_attrs  # a system attribute: the dashboard's trial page stays narrow
         assert "worker" in t.user_attrs
         assert t.value == max(t.intermediate_values.values())  # the best validation mIoU of its epochs
     baseline = trials[0]

@@ -26,6 +26,7 @@ from marstune.tuning.search.engines import ENGINES, KerasTunerOptions, RunSummar
 from marstune.tuning.search.engines import keras_tuner_engine as engine
 from marstune.tuning.search.engines import keras_tuner_trials as _kt_trials
 from marstune.tuning.study.storage import open_storage
+from marstune.tuning.study.trial_attrs import EPOCH_LOG_ATTR, per_class_iou, trial_config
 from tests.conftest import REPO, run_tune
 
 SAMPLERS = ENGINES["keras-tuner"].samplers
@@ -156,7 +157,7 @@ def test_values_stay_in_bounds_and_target_is_reached(sampler_name: str, sqlite_u
     for t in trials:
         assert spec.space.contains(t.params), t.params
         assert t.user_attrs["engine"] == "keras-tuner"
-        assert t.user_attrs["config"] == spec.config_for(t.params)
+        assert trial_config(t.system_attrs, t.user_attrs) == spec.config_for(t.params)
         assert t.value == max(t.intermediate_values.values())  # best val mIoU over the epochs
         assert t.datetime_complete >= t.datetime_start
     assert trials[0].params == spec.baseline  # Keras Tuner's first trial is the baseline
@@ -353,8 +354,9 @@ def test_two_real_unet_trials_land_in_the_storage(sampler: str, sqlite_url: str)
         attrs = t.user_attrs
         assert 0.0 <= t.value <= 1.0 and t.intermediate_values == {0: t.value}
         assert attrs["engine"] == "keras-tuner" and attrs["device"] == "cpu" and attrs["epochs_run"] == 1
-        assert set(attrs["per_class_iou"]) == {"background", "soil", "bedrock", "sand", "big_rock"}
-        assert attrs["config"] == {**spec.baseline, **t.params} and attrs["params"] > 0
+        assert set(per_class_iou(attrs) or {}) == {"background", "soil", "bedrock", "sand", "big_rock"}
+        assert "epoch_log" not in attrs and len(t.system_attrs[EPOCH_LOG_ATTR]) == 1
+        assert trial_config(t.system_attrs, attrs) == {**spec.baseline, **t.params} and attrs["params"] > 0
 
 
 def test_random_search_draws_no_loss_key_its_loss_ignores_twice(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from marstune.tuning.study.storage import open_storage
+from marstune.tuning.study.trial_attrs import trial_config
 from tests.conftest import REPO, run_tune
 from tests.tuning.ray_cluster import RayCluster, outside_connections, start_cluster
 
@@ -103,7 +104,7 @@ def test_local_cluster_asha_prunes_and_cleans_up(tmp_path: Path) -> None:
     assert pruned, "ASHA stopped no trial"  # the baseline is the best config: later, worse ones are cut
     assert all(len(t.intermediate_values) < 4 for t in pruned)
     assert all(len(t.intermediate_values) == 4 for t in done if t.state == TrialState.COMPLETE)
-    assert all(t.user_attrs["engine"] == "ray" and t.user_attrs["config"] for t in done)
+    assert all(t.user_attrs["engine"] == "ray" and trial_config(t.system_attrs, t.user_attrs) for t in done)
     # The local cluster's temp dir (printed by the run) is gone, and so is every process using it.
     temp = next(
         line.split("temp dir ")[1].rstrip(")") for line in r.stderr.splitlines() if "temp dir" in line
@@ -276,3 +277,32 @@ def test_a_loopback_head_is_reached_even_when_ray_was_imported_first(
     assert (ray_constants.ENABLE_RAY_CLUSTER is False) == stays_loopback
     if stays_loopback:
         assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+
+
+@pytest.mark.slow
+def test_a_worker_node_lost_mid_study_leaves_stdout_to_the_json(tmp_path: Path) -> None:
+    """The second node is killed while trials run on it: whatever Ray says about it ("Raylet is
+    terminated", dozens of lines) goes to stderr; stdout holds the one JSON object of --json."""
+    cluster = start_cluster(tmp_path)
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ("--address", cluster.address, "--sampler", "random", "--trials", "4", "--pruner", "none")
+    args += ("--epochs", "4", "--cpus-per-trial", "1", "--storage", url, "--json")
+    command = [sys.executable, "-m", "marstune.tuning", *ray_run(*args, "--set", "objective.sleep=3")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cluster.env}
+    try:
+        run = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            if (tmp_path / "t.db").exists() and sum(t.state == TrialState.RUNNING for t in trials(url)) == 2:
+                time.sleep(5)  # one slot per node: a trial trains on each
+                break
+            time.sleep(1)
+        assert run.poll() is None, "the run ended before a trial ran on the second node"
+        os.killpg(cluster.leaders[1].pid, signal.SIGKILL)  # the second node's `ray start` and its raylet
+        out, err = run.communicate(timeout=900)
+    finally:
+        cluster.stop()
+    summary = json.loads(out)  # nothing but the JSON object
+    assert summary["study"] == "unet-mars" and "Raylet" not in out, err[-3000:]
