@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from marstune.tuning.config.spec import load_spec
 from tests.conftest import REPO
 
@@ -39,7 +37,6 @@ def conv_macs(config: dict[str, object]) -> int:
     return total
 
 
-@pytest.mark.slow
 def test_the_demos_worst_case_fits_five_minutes_on_two_cores() -> None:
     spec = load_spec(REPO / "studies" / "demo.yaml")
     space = spec.space.params

@@ -36,7 +36,7 @@ SLOW_MODULE_CALLS = {"subprocess": {"run", "Popen", "call", "check_call", "check
 SLOW_NAMES = {
     "fit": "a Keras training",
     "train_on_batch": "a Keras training",
-    "search": "a Keras Tuner search (trainings)",
+    "RandomSearch": "a Keras Tuner search (trainings)",
     "Popen": "a process of its own",
     "system": "a process of its own",
     "posix_spawn": "a process of its own",

@@ -279,7 +279,6 @@ def test_a_loopback_head_is_reached_even_when_ray_was_imported_first(
         assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
 
 
-@pytest.mark.slow
 def test_a_worker_node_lost_mid_study_leaves_stdout_to_the_json(tmp_path: Path) -> None:
     """The second node is killed while trials run on it: whatever Ray says about it ("Raylet is
     terminated", dozens of lines) goes to stderr; stdout holds the one JSON object of --json."""
