@@ -1,0 +1,268 @@
+"""`python -m bench record`: record the tabular benchmark, replicated real learning curves of a grid.
+
+Every configuration of bench/curves/grid.yaml is trained `replicates` times (replicate r trains with
+seed r: its own initial weights, shuffling and flips; the data and its split are the same for all),
+12 epochs, nothing pruned or stopped early, by the service's own training recipe (tuning/train/recipe.py:
+the same optimizer, loss, data pipeline and mIoU as a `tune run` trial). Per epoch it logs the
+validation mIoU (what a search sees), the mIoU on held-out test pairs (another generator seed; never
+used for any selection) and the CPU seconds of the epoch's training and validation (one thread: what
+the epoch costs on an idle core; the test evaluation is not charged).
+
+Output: bench/curves/runs.csv, one row per (config_id, replicate, epoch), rewritten whole (temp file
+and rename) after every finished run, so it is always complete. Running the command again skips the
+finished (configuration, replicate) pairs. All replicates of one configuration are trained together;
+configurations go in a space-filling order (bench/grid.py). Each run trains in a child process of its
+own (TensorFlow keeps memory of every model it built). On a CPU the corners of `cpu_left_out` are
+skipped (more than ~10 CPU-minutes a run); with a GPU (`--device gpu`, or `auto` finding one) the
+whole grid is recorded. Start it at low priority in the background:
+
+    nohup nice -n 19 .venv/bin/python -m bench record > ~/record.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import REPO, child_env, positive_int
+from bench.grid import GRID_FILE, RUN_COLUMNS, RUNS_FILE, Config, Grid, load_grid, space_filling_order
+
+META_SUFFIX = ".meta.json"  # beside runs.csv: the data fingerprints and where each run was recorded
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The child: one run, printed as JSON on stdout.
+
+
+def _data(grid: Grid) -> tuple[Any, Any, Any]:
+    """(spec, prepared training/validation data, (test images, test labels)); the split never depends on
+    the replicate (spec.train.seed stays 0)."""
+    from bench._common import make_spec
+    from marstune.data.synthetic import synthetic_data
+
+    spec = make_spec(
+        "tabular",
+        {
+            "train": {"epochs": grid.epochs, "patience": 0, "val_fraction": grid.val_fraction, "threads": 1},
+            "data": {"synthetic_items": grid.synthetic_items},
+            "loss": {
+                "class_weight_exponent": grid.fixed.get("class_weight_exponent", 0.5),
+                "focal_gamma": grid.fixed.get("focal_gamma", 2.0),
+            },
+        },
+    )
+    from marstune.tuning.train.data import prepare_data
+
+    test = synthetic_data(n_train=grid.test_items, n_test=0, seed=grid.test_seed, contamination=0.0)
+    return spec, prepare_data(spec), (test.images, test.labels, test.fingerprint)
+
+
+def train_one(grid: Grid, config: Config, replicate: int, device: str) -> dict[str, Any]:
+    """Train `config` with seed `replicate` for grid.epochs; per epoch val/test mIoU and seconds."""
+    import dataclasses
+
+    from marstune.tuning.train.devices import configure
+
+    setup = configure(1 if device == "cpu" else 0, "auto")
+    import keras
+
+    from marstune.models.metrics import confusion_matrix, iou_from_confusion, mean_scored
+    from marstune.tuning.train import recipe as training
+
+    spec, data, (test_x, test_y, test_fp) = _data(grid)
+    full = {**spec.baseline, **grid.fixed, **config}
+    recipe = dataclasses.replace(training.Recipe.of(spec, full, setup), seed=replicate)
+    training.fresh_graph(setup, replicate)
+    model, _ = training.compile_unet(full, recipe, data)
+    rows: list[dict[str, float]] = []
+    clock = [time.process_time(), time.perf_counter()]
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            clock[:] = [time.process_time(), time.perf_counter()]
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            cpu, wall = time.process_time() - clock[0], time.perf_counter() - clock[1]
+            predicted = training.predict_labels(self.model, test_x, recipe.batch_size)
+            test = mean_scored(iou_from_confusion(confusion_matrix(test_y, predicted)))
+            val = float((logs or {}).get("val_miou", float("nan")))
+            rows.append(
+                {
+                    "epoch": epoch + 1,
+                    "val_miou": round(val, 5),
+                    "test_miou": round(float(test), 5),
+                    "cpu_seconds": round(cpu, 3),
+                    "wall_seconds": round(wall, 3),
+                }
+            )
+
+    training.fit(model, data, recipe, [Log()])
+    return {
+        "rows": rows,
+        "device": setup.device,
+        "data_fingerprint": data.fingerprint,
+        "test_fingerprint": test_fp,
+        "train_pairs": len(data.x_train),
+        "val_pairs": len(data.x_val),
+        "test_pairs": len(test_x),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The parent: the order of work, resuming, the atomic rewrite of runs.csv.
+
+
+def read_runs(path: Path, grid: Grid) -> list[dict[str, str]]:
+    """The rows of an existing runs.csv; refuses one written for another grid (other columns, or a
+    config_id whose hyperparameters differ from this grid's)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = tuple(reader.fieldnames or ())
+        rows = list(reader)
+    expected = (*RUN_COLUMNS, *grid.params)
+    if columns != expected:
+        raise ValueError(f"{path} has columns {list(columns)}, this grid writes {list(expected)}")
+    configs = dict(grid.configurations())
+    for row in rows:
+        config = configs.get(row["config_id"])
+        if config is None or any(str(config[k]) != row[k] for k in grid.params):
+            raise ValueError(f"{path}: {row['config_id']} is not the same configuration in {GRID_FILE.name}")
+    return rows
+
+
+def write_runs(path: Path, grid: Grid, rows: list[dict[str, Any]]) -> None:
+    """The whole file, written beside and renamed over: a reader never sees half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    order = {cid: k for k, (cid, _) in enumerate(grid.configurations())}
+    ordered = sorted(rows, key=lambda r: (order[r["config_id"]], int(r["replicate"]), int(r["epoch"])))
+    with temp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*RUN_COLUMNS, *grid.params], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(ordered)
+    os.replace(temp, path)
+
+
+def _check_meta(path: Path, found: dict[str, Any]) -> None:
+    """The first run writes the data fingerprints beside runs.csv; a later run on other data refuses."""
+    meta_path = path.with_name(path.name + META_SUFFIX)
+    keys = ("data_fingerprint", "test_fingerprint", "train_pairs", "val_pairs", "test_pairs")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta and any(meta[k] != found[k] for k in keys):
+        mine = {k: found[k] for k in keys}
+        raise SystemExit(f"error: {path} was recorded on {meta}, this machine makes {mine}; not mixed")
+    machines = sorted({*meta.get("machines", []), f"{platform.node()} {platform.processor() or ''}".strip()})
+    devices = sorted({*meta.get("devices", []), found["device"]})
+    doc = {**{k: found[k] for k in keys}, "machines": machines, "devices": devices}
+    temp = meta_path.with_name(f".{meta_path.name}.tmp")
+    temp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(temp, meta_path)
+
+
+def _gpu_present() -> bool:
+    probe = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=child_env())
+    return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] != ["0"]
+
+
+def _run_child(config: Config, replicate: int, device: str, grid_file: Path) -> dict[str, Any]:
+    env = child_env(**({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
+    cmd = [sys.executable, "-m", "bench.record_runs", "--one", json.dumps(config), str(replicate)]
+    cmd += ["--grid", str(grid_file), "--device", device]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"training {config} replicate {replicate} exited {proc.returncode}: {tail}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def plan(grid: Grid, device: str) -> tuple[list[tuple[str, Config]], list[tuple[str, Config]]]:
+    """(the configurations to record in order, those left out on this device)."""
+    ordered = space_filling_order(grid, grid.configurations())
+    if device == "gpu":
+        return ordered, []
+    return (
+        [item for item in ordered if not grid.left_out_on_cpu(item[1])],
+        [item for item in ordered if grid.left_out_on_cpu(item[1])],
+    )
+
+
+def record(grid: Grid, out: Path, device: str, limit: int | None, grid_file: Path) -> int:
+    rows: list[dict[str, Any]] = list(read_runs(out, grid))
+    done = {(r["config_id"], int(r["replicate"])) for r in rows}
+    todo, left_out = plan(grid, device)
+    total = len(todo) * grid.replicates
+    recorded = sum((cid, r) in done for cid, _ in todo for r in range(grid.replicates))
+    print(
+        f"grid: {len(grid.configurations())} configurations x {grid.replicates} replicates, "
+        f"{grid.epochs} epochs; device {device}; left out here: {len(left_out)} configurations "
+        f"({', '.join(cid for cid, _ in left_out) or 'none'}); {recorded} of {total} runs recorded",
+        flush=True,
+    )
+    trained = 0
+    for cid, config in todo:
+        for replicate in range(grid.replicates):
+            if (cid, replicate) in done:
+                continue
+            if limit is not None and trained >= limit:
+                return 0
+            started = time.perf_counter()
+            found = _run_child(config, replicate, device, grid_file)
+            _check_meta(out, found)
+            for row in found["rows"]:
+                rows.append({"config_id": cid, "replicate": replicate, **row, **config})
+            write_runs(out, grid, rows)
+            trained, recorded = trained + 1, recorded + 1
+            cpu = sum(r["cpu_seconds"] for r in found["rows"])
+            last = found["rows"][-1]
+            print(
+                f"{time.strftime('%H:%M:%S')} {cid} {json.dumps(config)} replicate {replicate}: "
+                f"{cpu / 60:.2f} CPU-min ({time.perf_counter() - started:.0f} s wall), epoch "
+                f"{last['epoch']} val {last['val_miou']:.4f} test {last['test_miou']:.4f}; "
+                f"{recorded}/{total} runs",
+                flush=True,
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench record", description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=Path, default=GRID_FILE, help="the grid file (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=RUNS_FILE, help="runs.csv to extend (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="gpu records the whole grid; cpu leaves out the grid file's cpu_left_out (default: auto)",
+    )
+    parser.add_argument("--limit", type=positive_int, help="stop after this many more runs (default: all)")
+    parser.add_argument("--one", nargs=2, metavar=("CONFIG_JSON", "REPLICATE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    grid = load_grid(args.grid)
+    device = args.device
+    if args.one:
+        result = train_one(
+            grid, json.loads(args.one[0]), int(args.one[1]), "gpu" if device == "gpu" else "cpu"
+        )
+        print(json.dumps(result), flush=True)
+        return 0
+    if device == "auto":
+        device = "gpu" if _gpu_present() else "cpu"
+    if args.out.exists() and args.out.is_dir():
+        raise SystemExit(f"error: --out {args.out} is a folder; give a .csv file path")
+    return record(grid, args.out, device, args.limit, args.grid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""`python -m bench tabular-stats`: the tables of the tabular benchmark, recomputed from search.csv.
+
+Inputs: bench/results/search.csv (`python -m bench tabular`) and the recorded table it was run on.
+- Targets: the 90th, 95th and 99th percentiles of the grid's true scores (per recorded configuration,
+  the mean test mIoU of its replicates at the last epoch), the same for both scorings.
+- Budgets: 4, 8, 16 and 32 full runs (a full run: the grid's average CPU seconds of one run over every
+  recorded epoch), applied by cutting each seed's trials at the budget.
+- Reached within a budget: the model held when the budget runs out (what `export-best` would export
+  then) scores at least the target. Fraction of seeds, with a 90% bootstrap interval over seeds.
+- Average runtime to the target (COCO's expected running time): the compute of every seed until its
+  held model first scores at least the target, or the largest budget when it never does, summed, over
+  the number of seeds that got there.
+- Anytime: the median and the 5-95% band over seeds of the held model's true score after each budget.
+- The evidence for the defaults: the mean true score at each budget with a 90% bootstrap interval, and
+  our default minus random search (a 90% bootstrap interval of the difference).
+Both scorings are printed: `config` (mean test mIoU of the held configuration's replicates at the last
+epoch: what the final run trains) and `kept` (test mIoU of the very run replayed, at the epoch it kept:
+what export-best ships).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench._common import positive_int, say, section
+from bench.grid import RUNS_FILE
+from bench.tabular_search import RESULTS, full_run_seconds
+
+BUDGETS = (4, 8, 16, 32)  # in full runs
+PERCENTILES = (90, 95, 99)
+BOOTSTRAP = 2000
+SCORINGS = ("config", "kept")
+
+
+@dataclass
+class Trace:
+    """One method, one seed: per trial the cumulative seconds and the held model's two true scores."""
+
+    seconds: np.ndarray
+    scores: dict[str, np.ndarray]
+
+    def at(self, budget: float, scoring: str) -> float:
+        """The held model's true score when `budget` seconds are spent (nan: nothing held yet)."""
+        k = int(np.searchsorted(self.seconds, budget, side="right")) - 1
+        return float(self.scores[scoring][k]) if k >= 0 else math.nan
+
+    def first_reach(self, target: float, scoring: str, limit: float) -> float | None:
+        """Seconds until the held model first scores >= target within `limit`; None if never."""
+        hit = np.flatnonzero((self.scores[scoring] >= target) & (self.seconds <= limit))
+        return float(self.seconds[hit[0]]) if hit.size else None
+
+
+def read_results(path: Path) -> dict[str, dict[int, Trace]]:
+    rows: dict[tuple[str, int], list[dict[str, str]]] = defaultdict(list)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        from bench.tabular_search import COLUMNS
+
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {missing}; make it with `python -m bench tabular`")
+        for row in reader:
+            rows[row["method"], int(row["seed"])].append(row)
+    out: dict[str, dict[int, Trace]] = defaultdict(dict)
+    for (method, seed), trials in rows.items():
+        trials.sort(key=lambda r: int(r["trial"]))
+
+        def column(name: str, trials: list[dict[str, str]] = trials) -> np.ndarray:
+            return np.array([float(r[name]) if r[name] != "" else math.nan for r in trials])
+
+        out[method][seed] = Trace(
+            column("cpu_seconds"), {"config": column("config_score"), "kept": column("kept_score")}
+        )
+    return dict(out)
+
+
+def bootstrap(values: np.ndarray, rng: np.random.Generator, stat: str = "mean") -> tuple[float, float]:
+    """A 90% percentile-bootstrap interval of the mean of `values` over seeds."""
+    draws = rng.choice(values, size=(BOOTSTRAP, len(values)), replace=True)
+    means = np.nanmean(draws, axis=1) if stat == "mean" else np.nanmedian(draws, axis=1)
+    low, high = np.nanpercentile(means, [5, 95])
+    return float(low), float(high)
+
+
+def _ert(traces: list[Trace], target: float, scoring: str, limit: float) -> float:
+    hits = [t.first_reach(target, scoring, limit) for t in traces]
+    reached = [h for h in hits if h is not None]
+    if not reached:
+        return math.inf
+    return (sum(reached) + limit * (len(hits) - len(reached))) / len(reached)
+
+
+def report(results: dict[str, dict[int, Trace]], grid_scores: np.ndarray, unit: float) -> None:
+    rng = np.random.default_rng(0)
+    targets = {p: float(np.percentile(grid_scores, p)) for p in PERCENTILES}
+    best = float(grid_scores.max())
+    seeds = {m: len(s) for m, s in results.items()}
+    say(
+        f"grid: {len(grid_scores)} configurations; true scores {grid_scores.min():.4f}-{best:.4f}; "
+        "targets " + ", ".join(f"p{p} {t:.4f}" for p, t in targets.items()),
+        f"budget unit: one full run = {unit / 60:.2f} CPU-min; seeds per method: "
+        + ", ".join(sorted({str(n) for n in seeds.values()})),
+    )
+    width = max(len(m) for m in results)
+    for scoring in SCORINGS:
+        for p in PERCENTILES:
+            section(
+                f"fraction of seeds whose held model reaches p{p} = {targets[p]:.4f} ({scoring} score) "
+                "within the budget, 90% bootstrap interval"
+            )
+            say(f"{'method':<{width}}" + "".join(f"  {f'{b} runs':>17}" for b in BUDGETS))
+            for method, by_seed in results.items():
+                cells = []
+                for b in BUDGETS:
+                    hit = np.array([t.at(b * unit, scoring) >= targets[p] for t in by_seed.values()], float)
+                    low, high = bootstrap(hit, rng)
+                    cells.append(f"{hit.mean():.2f} [{low:.2f}-{high:.2f}]")
+                say(f"{method:<{width}}" + "".join(f"  {c:>17}" for c in cells))
+        limit = BUDGETS[-1] * unit
+        section(f"average runtime to the target ({scoring} score), CPU-min, within {BUDGETS[-1]} runs")
+        say(f"{'method':<{width}}" + "".join(f"  {f'p{p}':>9}" for p in PERCENTILES))
+        for method, by_seed in results.items():
+            erts = [_ert(list(by_seed.values()), targets[p], scoring, limit) / 60 for p in PERCENTILES]
+            say(f"{method:<{width}}" + "".join(f"  {e:>9.1f}" for e in erts))
+        section(f"anytime: held model's true {scoring} score, median [5%-95%] over seeds")
+        say(f"{'method':<{width}}" + "".join(f"  {f'{b} runs':>21}" for b in BUDGETS))
+        for method, by_seed in results.items():
+            cells = []
+            for b in BUDGETS:
+                at = np.array([t.at(b * unit, scoring) for t in by_seed.values()])
+                lo, mid, hi = np.nanpercentile(at, [5, 50, 95])
+                cells.append(f"{mid:.4f} [{lo:.3f}-{hi:.3f}]")
+            say(f"{method:<{width}}" + "".join(f"  {c:>21}" for c in cells))
+    evidence(results, unit, rng, width)
+
+
+def evidence(results: dict[str, dict[int, Trace]], unit: float, rng: np.random.Generator, width: int) -> None:
+    """What items 6 asks of a default: beat random search at equal compute on the configuration score,
+    and not lose to it on the kept model's score."""
+    ours = next((m for m in results if m.startswith("default")), None)
+    rand = next((m for m in results if m.startswith("random")), None)
+    for scoring in SCORINGS:
+        section(f"evidence: mean true {scoring} score at each budget, 90% bootstrap interval")
+        say(f"{'method':<{width}}" + "".join(f"  {f'{b} runs':>22}" for b in BUDGETS))
+        for method, by_seed in results.items():
+            cells = []
+            for b in BUDGETS:
+                at = np.array([t.at(b * unit, scoring) for t in by_seed.values()])
+                low, high = bootstrap(at, rng)
+                cells.append(f"{np.nanmean(at):.4f} [{low:.4f}-{high:.4f}]")
+            say(f"{method:<{width}}" + "".join(f"  {c:>22}" for c in cells))
+        if ours and rand:
+            for b in BUDGETS:
+                a = np.array([t.at(b * unit, scoring) for t in results[ours].values()])
+                r = np.array([t.at(b * unit, scoring) for t in results[rand].values()])
+                diffs = [
+                    np.nanmean(rng.choice(a, len(a))) - np.nanmean(rng.choice(r, len(r)))
+                    for _ in range(BOOTSTRAP)
+                ]
+                low, high = np.nanpercentile(diffs, [5, 95])
+                verdict = (
+                    "default ahead" if low > 0 else "random ahead" if high < 0 else "no difference shown"
+                )
+                say(
+                    f"{b} runs: default - random = {np.nanmean(a) - np.nanmean(r):+.4f} "
+                    f"[{low:+.4f} to {high:+.4f}] ({verdict})"
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench tabular-stats", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="search.csv (default: %(default)s)")
+    parser.add_argument(
+        "--runs", type=Path, default=RUNS_FILE, help="the recorded table (default: %(default)s)"
+    )
+    parser.add_argument("--min-seeds", type=positive_int, default=1, help="refuse methods with fewer seeds")
+    args = parser.parse_args(argv)
+    from marstune.tuning.search.table import TableReplay
+
+    table = TableReplay.from_csv(args.runs)
+    results = read_results(args.results)
+    thin = [m for m, s in results.items() if len(s) < args.min_seeds]
+    if thin:
+        raise SystemExit(
+            f"error: {thin} have fewer than {args.min_seeds} seeds; rerun `python -m bench tabular`"
+        )
+    runs = sum(len(r) for r in table.runs.values())
+    say(f"recorded table {args.runs}: {len(table.runs)} configurations, {runs} runs")
+    grid_scores = np.array([table.score(c) for c in table.order])
+    report(results, grid_scores, full_run_seconds(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
