@@ -24,6 +24,7 @@ import argparse
 import csv
 import math
 import sys
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +143,17 @@ def report(results: dict[str, dict[int, Trace]], grid_scores: np.ndarray, unit: 
     evidence(results, unit, rng, width)
 
 
+def _ours_and_random(results: dict[str, dict[int, Trace]]) -> tuple[str | None, str | None]:
+    """Our default's row and random search's (the first method whose name starts so)."""
+    ours = next((m for m in results if m.startswith("default")), None)
+    rand = next((m for m in results if m.startswith("random")), None)
+    return ours, rand
+
+
 def evidence(results: dict[str, dict[int, Trace]], unit: float, rng: np.random.Generator, width: int) -> None:
     """What items 6 asks of a default: beat random search at equal compute on the configuration score,
     and not lose to it on the kept model's score."""
-    ours = next((m for m in results if m.startswith("default")), None)
-    rand = next((m for m in results if m.startswith("random")), None)
+    ours, rand = _ours_and_random(results)
     for scoring in SCORINGS:
         section(f"evidence: mean true {scoring} score at each budget, 90% bootstrap interval")
         say(f"{'method':<{width}}" + "".join(f"  {f'{b} runs':>22}" for b in BUDGETS))
@@ -175,6 +182,42 @@ def evidence(results: dict[str, dict[int, Trace]], unit: float, rng: np.random.G
                 )
 
 
+def figure(results: dict[str, dict[int, Trace]], targets: dict[int, float], unit: float, out: Path) -> None:
+    """Anytime curves, one panel per scoring: the median over seeds of the held model's true score
+    against compute (in full runs), with its 5-95% band, and the targets as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.geomspace(0.5, BUDGETS[-1], 120)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
+    colours = plt.get_cmap("tab20").colors
+    for ax, scoring in zip(axes, SCORINGS, strict=True):
+        for k, (method, by_seed) in enumerate(results.items()):
+            curves = np.array([[t.at(b * unit, scoring) for b in grid] for t in by_seed.values()])
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # before a method's first result: all NaN
+                low, mid, high = np.nanpercentile(curves, [5, 50, 95], axis=0)
+            colour = colours[(2 * k) % 20 + (2 * k) // 20]
+            bold = method in _ours_and_random(results)
+            ax.plot(grid, mid, color=colour, lw=2.2 if bold else 1.0, label=method)
+            if bold:
+                ax.fill_between(grid, low, high, color=colour, alpha=0.12)
+        for p, target in targets.items():
+            ax.axhline(target, color="black", ls="--", lw=0.8)
+            ax.annotate(f"p{p}", (grid[0], target), fontsize=7, va="bottom")
+        ax.set(xscale="log", xlabel="compute charged (full 12-epoch runs of the grid's average cost)")
+        ax.set_title(f"true {scoring} score of the held model: median, 5-95% band (default, random)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test mIoU")
+    axes[1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench tabular-stats", description=__doc__.splitlines()[0]
@@ -183,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=Path, default=RUNS_FILE, help="the recorded table (default: %(default)s)"
     )
+    parser.add_argument("--figure", type=Path, help="also draw the anytime curves into this PNG")
     parser.add_argument("--min-seeds", type=positive_int, default=1, help="refuse methods with fewer seeds")
     args = parser.parse_args(argv)
     from marstune.tuning.search.table import TableReplay
@@ -197,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = sum(len(r) for r in table.runs.values())
     say(f"recorded table {args.runs}: {len(table.runs)} configurations, {runs} runs")
     grid_scores = np.array([table.score(c) for c in table.order])
-    report(results, grid_scores, full_run_seconds(table))
+    unit = full_run_seconds(table)
+    report(results, grid_scores, unit)
+    if args.figure:
+        figure(results, {p: float(np.percentile(grid_scores, p)) for p in PERCENTILES}, unit, args.figure)
+        say(f"anytime figure: {args.figure}")
     return 0
 
 

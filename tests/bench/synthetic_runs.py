@@ -32,21 +32,28 @@ def level(p: dict[str, Any]) -> float:
         + 0.04 * np.log2(p["base_filters"] / 8)
         + 0.03 * (p["levels"] == 4)
         + 0.02 * (p["loss"] == "focal")
+        + 0.01 * (p["kernel"] == 5)
         - 0.05 * p["dropout"]
     )
 
 
 def write_runs(
-    path: Path, replicates: int = 3, epochs: int = 12, seed: int = 0, drop: int = 0
+    path: Path,
+    replicates: int = 3,
+    epochs: int = 12,
+    seed: int = 0,
+    drop: int = 0,
+    grid: dict[str, list[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write the table; `drop` leaves out the last configurations (a partial recording). Returns the
-    configurations written, in config_id order."""
+    """Write the table (of GRID, or `grid` with the same parameters); `drop` leaves out the last
+    configurations (a partial recording). Returns the configurations written, in config_id order."""
+    grid = grid or GRID
     rng = np.random.default_rng(seed)
-    configs = [dict(zip(GRID, point, strict=True)) for point in itertools.product(*GRID.values())]
+    configs = [dict(zip(grid, point, strict=True)) for point in itertools.product(*grid.values())]
     kept = configs[: len(configs) - drop]
     t = np.arange(1, epochs + 1)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*RUN_COLUMNS, *GRID], lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=[*RUN_COLUMNS, *grid], lineterminator="\n")
         writer.writeheader()
         for k, p in enumerate(kept):
             for r in range(replicates):

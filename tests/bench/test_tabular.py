@@ -195,3 +195,37 @@ def test_search_csv_round_trips_through_the_statistics(table_path: Path, tmp_pat
     traces = tabular_stats.read_results(out)
     assert all(len(by_seed) == 3 for by_seed in traces.values())
     assert tabular_stats.main(["--results", str(out), "--runs", str(table_path)]) == 0
+
+
+def test_the_readme_recomputation_gives_the_commands_fractions(table_path: Path, tmp_path: Path) -> None:
+    """bench/README.md's pandas lines, run on a search.csv, print the fractions tabular-stats prints."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("pandas")
+    out = tmp_path / "search.csv"
+    only = "default"
+    assert (
+        tabular_search.main(["--runs", str(table_path), "--out", str(out), "--seeds", "4", "--only", only])
+        == 0
+    )
+    readme = (Path(__file__).resolve().parents[2] / "bench" / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    code = snippet.group(1).replace("bench/curves/runs.csv", str(table_path))
+    code = code.replace("bench/results/search.csv", str(out))
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    table = TableReplay.from_csv(table_path)
+    traces = tabular_stats.read_results(out)
+    scores = np.array([table.score(c) for c in table.order])
+    unit = full_run_seconds(table)
+    lines = printed.splitlines()
+    assert len(lines) == 2 * 3 * 4 * len(traces)
+    for line in lines:
+        scoring, p, budget = line.split()[:3]
+        method = next(m for m in traces if f" runs {m} " in line)
+        target = float(np.percentile(scores, int(p[1:])))
+        key = scoring.removesuffix("_score")
+        hits = [t.at(int(budget) * unit, key) >= target for t in traces[method].values()]
+        assert float(line.split()[-2]) == pytest.approx(np.mean(hits), abs=0.005)
