@@ -30,6 +30,7 @@ class Grid:
     test_items: int
     test_seed: int
     cpu_left_out: list[dict[str, Any]]
+    cheap_first: float  # configurations of relative_cost <= this are recorded before the others (0: no band)
 
     @property
     def params(self) -> list[str]:
@@ -64,6 +65,7 @@ def load_grid(path: Path = GRID_FILE) -> Grid:
         test_items=int(data["test_items"]),
         test_seed=int(data["test_seed"]),
         cpu_left_out=[dict(r) for r in doc.get("cpu_left_out") or []],
+        cheap_first=float(doc.get("cheap_first") or 0),
     )
 
 
@@ -97,8 +99,9 @@ def baseline_config(grid: Grid) -> Config:
 
 def space_filling_order(grid: Grid, configs: Sequence[tuple[str, Config]]) -> list[tuple[str, Config]]:
     """Greedy maximin: first the baseline (every study trains it; else the configuration nearest the
-    grid's centre), then each time the one farthest from all chosen so far (ties: the cheaper first). A
-    recording cut short after any number of configurations still spreads over the whole grid."""
+    grid's centre), then each time the one farthest from all chosen so far (ties: the cheaper first),
+    taken from the configurations of relative_cost <= grid.cheap_first while any is left, then from the
+    rest. A recording cut short still spreads over the grid (its cheap part first)."""
     coords = {cid: _coordinates(grid, c) for cid, c in configs}
     centre = [sum(col) / len(col) for col in zip(*coords.values(), strict=True)]
 
@@ -115,7 +118,11 @@ def space_filling_order(grid: Grid, configs: Sequence[tuple[str, Config]]) -> li
     remaining.remove(first)
     nearest = {cid: dist(coords[cid], coords[first[0]]) for cid, _ in remaining}
     while remaining:
-        pick = max(remaining, key=lambda item: (round(nearest[item[0]], 9), -relative_cost(item[1]), item[0]))
+        cheap = [item for item in remaining if relative_cost(item[1]) <= grid.cheap_first]
+        pick = max(
+            cheap or remaining,
+            key=lambda item: (round(nearest[item[0]], 9), -relative_cost(item[1]), item[0]),
+        )
         chosen.append(pick)
         remaining.remove(pick)
         for cid, _ in remaining:
