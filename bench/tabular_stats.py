@@ -50,8 +50,10 @@ class Trace:
 
     def at(self, budget: float, scoring: str) -> float:
         """The held model's true score when `budget` seconds are spent (nan: nothing held yet)."""
-        k = int(np.searchsorted(self.seconds, budget, side="right")) - 1
-        return float(self.scores[scoring][k]) if k >= 0 else math.nan
+        # The last trial that fits: with a re-check, a row's seconds include the re-check it would run
+        # if stopped there, so they need not grow from row to row.
+        fits = np.flatnonzero(self.seconds <= budget)
+        return float(self.scores[scoring][fits[-1]]) if fits.size else math.nan
 
     def first_reach(self, target: float, scoring: str, limit: float) -> float | None:
         """Seconds until the held model first scores >= target within `limit`; None if never."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -229,3 +230,17 @@ def test_the_readme_recomputation_gives_the_commands_fractions(table_path: Path,
         key = scoring.removesuffix("_score")
         hits = [t.at(int(budget) * unit, key) >= target for t in traces[method].values()]
         assert float(line.split()[-2]) == pytest.approx(np.mean(hits), abs=0.005)
+
+
+def test_a_recheck_ships_the_best_rechecked_run_and_is_charged(table_path: Path, table: TableReplay) -> None:
+    method = next(m for m in tabular_search.methods() if m.recheck and m.epochs == 4)
+    rows = run_study(method, 1, table, table_path, 8 * full_run_seconds(table))
+    plain = run_study(
+        dataclasses.replace(method, recheck=0), 1, table, table_path, 8 * full_run_seconds(table)
+    )
+    assert len(rows) == len(plain)  # the re-check changes what is shipped, not the search
+    for r, p in zip(rows, plain, strict=True):
+        assert r.cpu_seconds >= p.cpu_seconds + 12 * 0.5  # at least one full 12-epoch replay charged
+        assert r.kept_score == table.kept_score(r.config_id, r.replicate, r.kept_epoch)
+    assert any(r.kept_epoch > 4 for r in rows)  # a re-checked model may keep an epoch the search never ran
+    assert all(p.kept_epoch <= 4 for p in plain)
