@@ -244,3 +244,29 @@ def test_a_recheck_ships_the_best_rechecked_run_and_is_charged(table_path: Path,
         assert r.kept_score == table.kept_score(r.config_id, r.replicate, r.kept_epoch)
     assert any(r.kept_epoch > 4 for r in rows)  # a re-checked model may keep an epoch the search never ran
     assert all(p.kept_epoch <= 4 for p in plain)
+
+
+def test_evidence_names_a_method_that_beats_random_and_keeps_up(capsys: pytest.CaptureFixture[str]) -> None:
+    def traces(config: float, kept: float) -> dict[int, tabular_stats.Trace]:
+        rng = np.random.default_rng(int(config * 1000))
+        return {
+            s: tabular_stats.Trace(
+                np.array([1.0, 2.0]),
+                {
+                    "config": config + 0.01 * rng.standard_normal(2),
+                    "kept": kept + 0.01 * rng.standard_normal(2),
+                },
+            )
+            for s in range(60)
+        }
+
+    results = {
+        "random, full budget": traces(0.30, 0.30),
+        "default: better on both": traces(0.35, 0.31),
+        "better config, worse kept": traces(0.35, 0.20),
+        "no better": traces(0.30, 0.30),
+    }
+    tabular_stats.evidence(results, 1.0, np.random.default_rng(0), 30)
+    printed = capsys.readouterr().out
+    listed = printed.split("candidates for the default")[1].splitlines()[1:]
+    assert [line.strip() for line in listed if line.strip()] == ["default: better on both  (our default)"]
