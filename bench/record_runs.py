@@ -11,10 +11,11 @@ the epoch costs on an idle core; the test evaluation is not charged).
 Output: bench/curves/runs.csv, one row per (config_id, replicate, epoch), rewritten whole (temp file
 and rename) after every finished run, so it is always complete. Running the command again skips the
 finished (configuration, replicate) pairs. All replicates of one configuration are trained together;
-configurations go in a space-filling order (bench/grid.py). Each run trains in a child process of its
-own (TensorFlow keeps memory of every model it built). On a CPU the corners of `cpu_left_out` are
-skipped (more than ~10 CPU-minutes a run); with a GPU (`--device gpu`, or `auto` finding one) the
-whole grid is recorded. Start it at low priority in the background:
+configurations go in a space-filling order (bench/grid.py). The replicates of one configuration train
+in one child process (one TensorFlow start and data preparation; a fresh graph and seed each run).
+On a CPU the corners of `cpu_left_out` are skipped (more than ~10 CPU-minutes a run); with a GPU
+(`--device gpu`, or `auto` finding one) the whole grid is recorded. Start it at low priority in the
+background:
 
     nohup nice -n 19 .venv/bin/python -m bench record > ~/record.log 2>&1 &
 """
@@ -28,7 +29,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +68,9 @@ def _data(grid: Grid) -> tuple[Any, Any, Any]:
     return spec, prepare_data(spec), (test.images, test.labels, test.fingerprint)
 
 
-def train_one(grid: Grid, config: Config, replicate: int, device: str) -> dict[str, Any]:
-    """Train `config` with seed `replicate` for grid.epochs; per epoch val/test mIoU and seconds."""
+def train_runs(grid: Grid, config: Config, replicates: list[int], device: str) -> Iterator[dict[str, Any]]:
+    """Train `config` once per replicate (seed = the replicate) for grid.epochs; yields each finished run:
+    per epoch its val/test mIoU and seconds. The data is prepared once for all of them."""
     import dataclasses
 
     from marstune.tuning.train.devices import configure
@@ -79,22 +83,26 @@ def train_one(grid: Grid, config: Config, replicate: int, device: str) -> dict[s
 
     spec, data, (test_x, test_y, test_fp) = _data(grid)
     full = {**spec.baseline, **grid.fixed, **config}
-    recipe = dataclasses.replace(training.Recipe.of(spec, full, setup), seed=replicate)
-    training.fresh_graph(setup, replicate)
-    model, _ = training.compile_unet(full, recipe, data)
-    rows: list[dict[str, float]] = []
-    clock = [time.process_time(), time.perf_counter()]
 
     class Log(keras.callbacks.Callback):
+        """Per epoch: val mIoU from fit's logs, test mIoU from predictions, the epoch's seconds."""
+
+        def __init__(self, batch_size: int) -> None:
+            super().__init__()
+            self.batch_size = batch_size
+            self.rows: list[dict[str, float]] = []
+            self.clock = (0.0, 0.0)
+
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            clock[:] = [time.process_time(), time.perf_counter()]
+            self.clock = (time.process_time(), time.perf_counter())
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            cpu, wall = time.process_time() - clock[0], time.perf_counter() - clock[1]
-            predicted = training.predict_labels(self.model, test_x, recipe.batch_size)
+            # Charged: this epoch's training and validation; the test evaluation below is not.
+            cpu, wall = time.process_time() - self.clock[0], time.perf_counter() - self.clock[1]
+            predicted = training.predict_labels(self.model, test_x, self.batch_size)
             test = mean_scored(iou_from_confusion(confusion_matrix(test_y, predicted)))
             val = float((logs or {}).get("val_miou", float("nan")))
-            rows.append(
+            self.rows.append(
                 {
                     "epoch": epoch + 1,
                     "val_miou": round(val, 5),
@@ -104,16 +112,23 @@ def train_one(grid: Grid, config: Config, replicate: int, device: str) -> dict[s
                 }
             )
 
-    training.fit(model, data, recipe, [Log()])
-    return {
-        "rows": rows,
-        "device": setup.device,
-        "data_fingerprint": data.fingerprint,
-        "test_fingerprint": test_fp,
-        "train_pairs": len(data.x_train),
-        "val_pairs": len(data.x_val),
-        "test_pairs": len(test_x),
-    }
+    for replicate in replicates:
+        recipe = dataclasses.replace(training.Recipe.of(spec, full, setup), seed=replicate)
+        training.fresh_graph(setup, replicate)
+        model, _ = training.compile_unet(full, recipe, data)
+        log = Log(recipe.batch_size)
+        training.fit(model, data, recipe, [log])
+        del model
+        yield {
+            "replicate": replicate,
+            "rows": log.rows,
+            "device": setup.device,
+            "data_fingerprint": data.fingerprint,
+            "test_fingerprint": test_fp,
+            "train_pairs": len(data.x_train),
+            "val_pairs": len(data.x_val),
+            "test_pairs": len(test_x),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,15 +189,26 @@ def _gpu_present() -> bool:
     return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] != ["0"]
 
 
-def _run_child(config: Config, replicate: int, device: str, grid_file: Path) -> dict[str, Any]:
+def _run_child(
+    config: Config, replicates: list[int], device: str, grid_file: Path
+) -> Iterator[dict[str, Any]]:
+    """One child process trains the replicates of one configuration; each run is yielded as soon as it is
+    printed, so a child that dies later loses only the run it was training."""
     env = child_env(**({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
-    cmd = [sys.executable, "-m", "bench.record_runs", "--one", json.dumps(config), str(replicate)]
-    cmd += ["--grid", str(grid_file), "--device", device]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"training {config} replicate {replicate} exited {proc.returncode}: {tail}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cmd = [sys.executable, "-m", "bench.record_runs", "--one", json.dumps(config)]
+    cmd += [",".join(map(str, replicates)), "--grid", str(grid_file), "--device", device]
+    with tempfile.TemporaryFile("w+") as errors:
+        with subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("{"):
+                    yield dict(json.loads(line))
+        if proc.returncode != 0:
+            errors.seek(0)
+            tail = " | ".join(errors.read().strip().splitlines()[-3:])
+            raise RuntimeError(f"training {config} exited {proc.returncode}: {tail}")
 
 
 def plan(grid: Grid, device: str) -> tuple[list[tuple[str, Config]], list[tuple[str, Config]]]:
@@ -210,14 +236,15 @@ def record(grid: Grid, out: Path, device: str, limit: int | None, grid_file: Pat
     )
     trained = 0
     for cid, config in todo:
-        for replicate in range(grid.replicates):
-            if (cid, replicate) in done:
-                continue
-            if limit is not None and trained >= limit:
-                return 0
-            started = time.perf_counter()
-            found = _run_child(config, replicate, device, grid_file)
+        missing = [r for r in range(grid.replicates) if (cid, r) not in done]
+        if limit is not None:
+            missing = missing[: max(0, limit - trained)]
+        if not missing:
+            continue
+        started = time.perf_counter()
+        for found in _run_child(config, missing, device, grid_file):
             _check_meta(out, found)
+            replicate = int(found["replicate"])
             for row in found["rows"]:
                 rows.append({"config_id": cid, "replicate": replicate, **row, **config})
             write_runs(out, grid, rows)
@@ -231,6 +258,7 @@ def record(grid: Grid, out: Path, device: str, limit: int | None, grid_file: Pat
                 f"{recorded}/{total} runs",
                 flush=True,
             )
+            started = time.perf_counter()
     return 0
 
 
@@ -247,15 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         help="gpu records the whole grid; cpu leaves out the grid file's cpu_left_out (default: auto)",
     )
     parser.add_argument("--limit", type=positive_int, help="stop after this many more runs (default: all)")
-    parser.add_argument("--one", nargs=2, metavar=("CONFIG_JSON", "REPLICATE"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=2, metavar=("CONFIG_JSON", "REPLICATES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
     device = args.device
-    if args.one:
-        result = train_one(
-            grid, json.loads(args.one[0]), int(args.one[1]), "gpu" if device == "gpu" else "cpu"
-        )
-        print(json.dumps(result), flush=True)
+    if args.one:  # the child: one configuration, its replicates (comma-separated), one JSON line a run
+        replicates = [int(r) for r in args.one[1].split(",")]
+        for result in train_runs(
+            grid, json.loads(args.one[0]), replicates, "gpu" if device == "gpu" else "cpu"
+        ):
+            print(json.dumps(result), flush=True)
         return 0
     if device == "auto":
         device = "gpu" if _gpu_present() else "cpu"
