@@ -222,7 +222,22 @@ def plan(grid: Grid, device: str) -> tuple[list[tuple[str, Config]], list[tuple[
     )
 
 
+def _same_device_kind(out: Path, device: str) -> None:
+    """A table holds CPU runs or GPU runs, never both: their seconds measure different things (one
+    thread's CPU time; a GPU's wall time) and their precision differs (float32; mixed float16)."""
+    meta_path = out.with_name(out.name + META_SUFFIX)
+    if not meta_path.exists():
+        return
+    kinds = {d.split(":")[0] for d in json.loads(meta_path.read_text()).get("devices", [])}
+    if kinds and kinds != {device}:
+        raise SystemExit(
+            f"error: {out} holds runs recorded on {'/'.join(sorted(kinds))}, this run would train on "
+            f"{device}; pass --out with another file (e.g. {out.with_name(out.stem + '-' + device + '.csv')})"
+        )
+
+
 def record(grid: Grid, out: Path, device: str, limit: int | None, grid_file: Path) -> int:
+    _same_device_kind(out, device)
     rows: list[dict[str, Any]] = list(read_runs(out, grid))
     done = {(r["config_id"], int(r["replicate"])) for r in rows}
     todo, left_out = plan(grid, device)

@@ -118,3 +118,25 @@ def test_the_cpu_leaves_out_the_costly_corners_and_a_gpu_records_all(device: str
         assert len(left_out) == 8  # 32 filters, 4 levels, kernel 5: 4 losses x 2 dropouts
         assert all((c["base_filters"], c["levels"], c["kernel"]) == (32, 4, 5) for _, c in left_out)
         assert len(todo) + len(left_out) == len(grid.configurations())
+
+
+def test_gpu_runs_are_not_mixed_into_a_cpu_table(tmp_path: Path) -> None:
+    grid, out = tmp_path / "grid.yaml", tmp_path / "runs.csv"
+    grid.write_text(TINY)
+    meta = tmp_path / "runs.csv.meta.json"
+    meta.write_text('{"devices": ["cpu"]}\n')
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "record",
+        "--device",
+        "gpu",
+        "--grid",
+        str(grid),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "recorded on cpu" in done.stderr and "runs-gpu.csv" in done.stderr
+    assert not out.exists() and meta.read_text() == '{"devices": ["cpu"]}\n'
