@@ -236,6 +236,27 @@ def _same_device_kind(out: Path, device: str) -> None:
         )
 
 
+def status(grid: Grid, out: Path, device: str) -> int:
+    """What is recorded: runs done of those planned on this device, and each run's CPU-minutes."""
+    rows = read_runs(out, grid)
+    todo, left_out = plan(grid, device)
+    per_run: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["config_id"], r["replicate"])
+        per_run[key] = per_run.get(key, 0.0) + float(r["cpu_seconds"])
+    total = len(todo) * grid.replicates
+    print(
+        f"{out}: {len(per_run)} of {total} runs recorded ({device}; {len(left_out)} configurations left out)"
+    )
+    configs = dict(grid.configurations())
+    for (cid, replicate), seconds in sorted(per_run.items()):
+        print(f"  {cid} replicate {replicate} {json.dumps(configs[cid])}: {seconds / 60:.2f} CPU-min")
+    if per_run:
+        minutes = sorted(v / 60 for v in per_run.values())
+        print(f"CPU-min a run: median {minutes[len(minutes) // 2]:.2f}, {minutes[0]:.2f}-{minutes[-1]:.2f}")
+    return 0
+
+
 def record(grid: Grid, out: Path, device: str, limit: int | None, grid_file: Path) -> int:
     _same_device_kind(out, device)
     rows: list[dict[str, Any]] = list(read_runs(out, grid))
@@ -290,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         help="gpu records the whole grid; cpu leaves out the grid file's cpu_left_out (default: auto)",
     )
     parser.add_argument("--limit", type=positive_int, help="stop after this many more runs (default: all)")
+    parser.add_argument("--status", action="store_true", help="print what is recorded; train nothing")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG_JSON", "REPLICATES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     grid = load_grid(args.grid)
@@ -303,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if device == "auto":
         device = "gpu" if _gpu_present() else "cpu"
+    if args.status:
+        return status(grid, args.out, device)
     if args.out.exists() and args.out.is_dir():
         raise SystemExit(f"error: --out {args.out} is a folder; give a .csv file path")
     return record(grid, args.out, device, args.limit, args.grid)

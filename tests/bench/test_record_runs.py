@@ -73,6 +73,9 @@ def test_record_resumes_without_retraining_and_logs_val_test_and_seconds(tmp_pat
     assert (tmp_path / "runs.csv.meta.json").exists()
     third = _record("--grid", str(grid), "--out", str(out))
     assert third.returncode == 0 and "2 of 2 runs recorded" in third.stdout and _rows(out) == rows
+    shown = _record("--grid", str(grid), "--out", str(out), "--status")
+    assert "2 of 2 runs recorded" in shown.stdout and "c000 replicate 1" in shown.stdout
+    assert "CPU-min a run: median" in shown.stdout and _rows(out) == rows
 
 
 def test_a_runs_file_of_another_grid_is_refused_and_kept(tmp_path: Path) -> None:
