@@ -270,3 +270,35 @@ def test_evidence_names_a_method_that_beats_random_and_keeps_up(capsys: pytest.C
     printed = capsys.readouterr().out
     listed = printed.split("candidates for the default")[1].splitlines()[1:]
     assert [line.strip() for line in listed if line.strip()] == ["default: better on both  (our default)"]
+
+
+def test_tune_run_replays_a_table_and_refuses_a_value_it_never_recorded(
+    table_path: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    spec = tmp_path / "tab.yaml"
+    spec.write_text(
+        "study: tab\n"
+        "space:\n"
+        "  loss: {type: categorical, choices: [crossentropy, focal]}\n"
+        "  base_filters: {type: categorical, choices: [8, 16, 32]}\n"
+        "baseline: {base_filters: 16, levels: 4, kernel: 3, dropout: 0.2, activation: relu}\n"
+        f"objective: {{kind: replay, surrogate: {table_path}}}\n"
+        "search: {trials: 4, keep_models: 0}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'tab.db'}"
+    run = [sys.executable, "-m", "marstune.tuning", "run", "--spec", str(spec), "--storage", url, "--quiet"]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import optuna
+
+    trials = optuna.load_study(study_name="tab", storage=url).get_trials()
+    assert len(trials) >= 4 and all("replayed" in t.user_attrs for t in trials if t.state.name == "COMPLETE")
+    spec.write_text(spec.read_text().replace("[8, 16, 32]", "[8, 16, 64]"))
+    url2 = f"sqlite:///{tmp_path / 'tab2.db'}"
+    run[run.index(url)] = url2
+    refused = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and not (tmp_path / "tab2.db").exists()
+    assert "base_filters=64 is not one of the recorded choices [8, 16, 32]" in refused.stderr

@@ -50,6 +50,13 @@ def _value(text: str) -> Any:
     return text
 
 
+def _ordered(values: set[Any]) -> list[Any]:
+    """Numbers in numeric order, names in alphabetical order."""
+    if all(isinstance(v, int | float) for v in values):
+        return sorted(values)
+    return sorted(values, key=str)
+
+
 class TableReplay:
     """The recorded runs of a grid; `curve(params, seed)` is what `objective.kind: replay` calls."""
 
@@ -84,7 +91,7 @@ class TableReplay:
         self.order = sorted(self.configs)
         # The replay's contract with check_replay: every parameter's recorded choices.
         self.features: list[dict[str, Any]] = [
-            {"param": p, "kind": "onehot", "choices": sorted({c[p] for c in self.configs.values()}, key=str)}
+            {"param": p, "kind": "onehot", "choices": _ordered({c[p] for c in self.configs.values()})}
             for p in params
         ]
 
