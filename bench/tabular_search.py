@@ -237,7 +237,9 @@ def run_study(method: Method, seed: int, table: Any, table_path: Path, budget: f
     spec = table_spec(method, table, table_path, seed)
     sampler = _sampler(method, seed)
     pruner = optuna.pruners.NopPruner() if method.sampler == "plain-tpe" else make_pruner(method.pruner)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    # Named as `tune run` names it: Hyperband assigns a trial's bracket from the study's name and the
+    # trial's number, so an unnamed (random-named) study would not replay the same way twice.
+    study = optuna.create_study(study_name=spec.study, direction="maximize", sampler=sampler, pruner=pruner)
     if method.baseline:
         for params in lifecycle.initial_trials(spec):
             study.enqueue_trial(params, user_attrs={lifecycle.ENQUEUED_AS: "baseline"})

@@ -302,3 +302,12 @@ def test_tune_run_replays_a_table_and_refuses_a_value_it_never_recorded(
     refused = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and not (tmp_path / "tab2.db").exists()
     assert "base_filters=64 is not one of the recorded choices [8, 16, 32]" in refused.stderr
+
+
+def test_every_method_replays_the_same_way_twice(table_path: Path, table: TableReplay) -> None:
+    """Per-seed results must be reproducible: Hyperband's brackets hang on the study's name."""
+    budget = 6 * full_run_seconds(table)
+    for method in tabular_search.methods():
+        assert run_study(method, 4, table, table_path, budget) == run_study(
+            method, 4, table, table_path, budget
+        )
