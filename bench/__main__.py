@@ -1,8 +1,11 @@
 """`python -m bench [TARGET ...] [--quick]`: the performance targets of the service (`make bench`).
 
-The recorded learning curves have commands of their own: `python -m bench record` (train the design),
-`curves` (export the recording), `surrogate` (fit and validate the replay surrogate), `ranking`; and
-`losses` (does searching the loss teach big rock?) and `gpu` (trials per hour on one GPU).
+The tabular benchmark has commands of its own: `python -m bench record` (train every configuration of
+bench/curves/grid.yaml 3 times into bench/curves/runs.csv), `tabular` (every method over 200 seeds on
+the recorded table, into bench/results/search.csv) and `tabular-stats` (the tables, from search.csv).
+The single-run design and its surrogate: `record-design` (train the design), `curves` (export the
+recording), `surrogate` (fit and validate the replay surrogate), `ranking`; and `losses` (does searching
+the loss teach big rock?) and `gpu` (trials per hour on one GPU).
 
 Every figure printed is measured in this run; the last lines are one verdict per target:
     TARGET n: <name>: measured X (target >= Y): MET|MISSED
@@ -22,7 +25,10 @@ from bench._common import Outcome, machine_state, say, section
 
 # The learning-curve commands: name -> module with a `main(argv) -> int` (their own flags).
 COMMANDS = {
-    "record": "bench.record_curves",
+    "record": "bench.record_runs",
+    "tabular": "bench.tabular_search",
+    "tabular-stats": "bench.tabular_stats",
+    "record-design": "bench.record_curves",
     "curves": "bench.curves_export",
     "surrogate": "bench.surrogate",
     "ranking": "bench.ranking",

@@ -29,7 +29,7 @@ from marstune.tuning.study.trial_attrs import epoch_log
 DB = REPO / "bench" / "curves" / "record.db"
 OUT = REPO / "bench" / "curves" / "unet-synthetic.json"
 STUDY = "curves"
-REGENERATE = "python -m bench record && python -m bench curves"
+REGENERATE = "python -m bench record-design && python -m bench curves"
 # Rounding of the per-epoch rows: scores keep the 5 decimals the objective stores, times their
 # millisecond resolution; more digits would only be noise in every diff.
 ROUND = {"val_miou": 5, "seconds": 3, "cpu_seconds": 3, "train_seconds": 3, "images_per_second": 2}
@@ -41,7 +41,9 @@ def connect_readonly(db: Path) -> sqlite3.Connection:
     if re.match(r"^[a-z][\w+.-]*:/", str(db)):  # a URL (argparse's Path made its // one /)
         raise SystemExit("error: --db takes the path of the recording's SQLite file, not a URL")
     if not db.is_file():
-        raise SystemExit(f"error: no recording at {db}; run `python -m bench record` or pass --db PATH")
+        raise SystemExit(
+            f"error: no recording at {db}; run `python -m bench record-design` or pass --db PATH"
+        )
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
 

@@ -1,4 +1,4 @@
-"""`python -m bench record`: record real learning curves of the seed's space with `tune run` itself.
+"""`python -m bench record-design`: record real learning curves of the seed's space with `tune run` itself.
 
 The design is the baseline, the 16 corners of the grid over the ordered parameters (base_filters,
 levels, kernel, dropout; activation cycles through its choices) and 32 points of a scrambled Sobol
@@ -157,7 +157,9 @@ def _completed() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench record", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench record-design", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--chunk",
         type=positive_int,

@@ -75,7 +75,7 @@ def test_export_holds_every_recorded_epoch_rounded_and_counts_the_design(
     assert (design["size"], design["complete"]) == (4, 3)
     assert design["trial_states"] == {"complete": 3, "waiting": 1}
     assert doc["recipe"]["machine"]["threads_per_worker"] == 1
-    assert doc["recipe"]["regenerate"] == "python -m bench record && python -m bench curves"
+    assert doc["recipe"]["regenerate"] == "python -m bench record-design && python -m bench curves"
     configs = doc["configs"]
     assert [c["params"] for c in configs] == [
         dict(sorted(p.items())) for p in POINTS[:3]

@@ -1,4 +1,4 @@
-"""`python -m bench record` on a machine without the recording's database: it rebuilds the study from
+"""`python -m bench record-design` on a machine without the recording's database: it rebuilds the study from
 the kept curves file, so only the design points not yet recorded are trained, and a re-export gives
 the kept curves back unchanged."""
 

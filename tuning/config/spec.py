@@ -102,7 +102,9 @@ DEFAULTS: dict[str, Any] = {
         # unet = train the model; analytic = a closed-form stand-in for service tests; replay = the
         # recorded learning curves of this space, replayed by a fitted surrogate (bench/curves/)
         "kind": "unet",
-        "surrogate": "bench/curves/surrogate.json",  # replay only: the fitted surrogate's file
+        # replay only: the fitted surrogate's JSON, or a recorded runs table (.csv, bench/curves/runs.csv:
+        # each trial replays one recorded run of its configuration, no model in between)
+        "surrogate": "bench/curves/surrogate.json",
         "sleep": 0.0,  # analytic only: seconds per epoch, to mimic training time
         "fail_trials": [],  # analytic only: trial numbers whose first attempt raises (fault injection)
         "fail_every_attempt": False,  # analytic only: the retries of fail_trials raise too

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import keras
 
     from marstune.tuning.search.replay import Replay
+    from marstune.tuning.search.table import TableReplay
 
 Report = Callable[[int, float], bool]  # (epoch, val mIoU) -> prune now?
 Keep = Callable[[float], Path | None]  # (best val mIoU) -> where to save the model, or None: not kept
@@ -100,15 +101,18 @@ def _epochs(values: Iterable[float], spec: Spec, ctx: TrialContext) -> tuple[flo
 
 
 @functools.cache
-def _surrogate(path: str) -> Replay:
+def _surrogate(path: str) -> Replay | TableReplay:
     from marstune.tuning.search.replay import Replay
+    from marstune.tuning.search.table import TableReplay
 
     try:
-        return Replay.from_json(path)
+        # A .csv is a recorded table, replayed as it is (no model in between); else a fitted surrogate.
+        return TableReplay.from_csv(path) if path.lower().endswith(".csv") else Replay.from_json(path)
     except FileNotFoundError:
         raise TuneError(
-            f"objective.surrogate: no file {path}; run `python -m bench surrogate` in the repository "
-            "or point objective.surrogate at a fitted surrogate's JSON"
+            f"objective.surrogate: no file {path}; run `python -m bench surrogate` (or `python -m bench "
+            "record` for a runs table) in the repository, or point objective.surrogate at a fitted "
+            "surrogate's JSON or a recorded runs.csv"
         ) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # not JSON, ...
         if isinstance(exc, KeyError):
@@ -118,7 +122,7 @@ def _surrogate(path: str) -> Replay:
         raise TuneError(f"objective.surrogate: {path} is not a replay surrogate ({reason})") from None
 
 
-def check_replay(spec: Spec) -> Replay:
+def check_replay(spec: Spec) -> Replay | TableReplay:
     """The surrogate of a replay spec, once everything the spec asks of it was checked: its file, the
     epochs, and every bound of the space (a value the curves never saw would be an extrapolation).
     `tune run` calls it before the study exists, so a bad spec writes nothing."""
@@ -158,7 +162,12 @@ def _replay(config: dict[str, Any], spec: Spec, ctx: TrialContext) -> float:
     # Fixed settings outside the recording (the loss keys a configuration carries) are not replayed.
     params = {f["param"]: config[f["param"]] for f in replay.features if f["param"] in config}
     # A retrained configuration draws a fresh run, as training it again would.
-    curve = replay.curve(params, seed=spec.train.seed * 100_003 + ctx.number)
+    seed = spec.train.seed * 100_003 + ctx.number
+    curve = replay.curve(params, seed=seed)
+    from marstune.tuning.search.table import TableReplay
+
+    if isinstance(replay, TableReplay):  # which recorded run was played: a benchmark scores what ran
+        ctx.attrs["replayed"] = replay.identify(params, seed)
     log: list[dict[str, float]] = []
 
     def values() -> Iterator[float]:
