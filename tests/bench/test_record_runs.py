@@ -39,7 +39,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow  # three real trainings in child processes (a few minutes on a busy 2-core machine)
 def test_record_resumes_without_retraining_and_logs_val_test_and_seconds(tmp_path: Path) -> None:
     grid, out = tmp_path / "grid.yaml", tmp_path / "runs.csv"
     grid.write_text(TINY)
