@@ -20,6 +20,8 @@ WRITTEN = {
     "studies/tune.db",
     "studies/unet-mars.best.yaml",
     "studies/unet-mars/report.html",
+    "studies/unet-mars/artifacts",
+    "studies/unet-mars.best.keras",
     "run.json",
     "metrics.json",
     "state.json",

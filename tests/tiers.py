@@ -56,7 +56,12 @@ SLOW_NAMES = {
     "train_final": "the final Pix2Pix run",
 }
 # Parameter values that name what a case runs: the Ray engine needs a Ray cluster.
-SLOW_PARAMS = {"ray": "a Ray cluster"}
+SLOW_PARAMS = {
+    "ray": "a Ray cluster",
+    "optuna-dashboard": "a process of its own (the dashboard's parser)",
+}
+# Functions outside tests/ that start a process, by module and name.
+SLOW_CALLABLES = {"bench.curves_export.export": "a process of its own (git)"}
 # String constants in a test or its fixtures that name a U-Net training through an engine.
 SLOW_STRINGS = {"objective.kind=unet": "a Keras training"}
 
@@ -94,6 +99,9 @@ def _why(func: Callable[..., object], seen: set[int]) -> str | None:
             module = target.__name__ if isinstance(target, types.ModuleType) else name  # or imported here
             if SLOW_MODULE_CALLS.get(module, set()) & set(co.co_names):
                 return f"a process of its own ({module})"
+            qualified = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+            if qualified in SLOW_CALLABLES:
+                return SLOW_CALLABLES[qualified]
             if isinstance(target, types.FunctionType) and target.__module__.startswith("tests"):
                 why = _why(target, seen)
                 if why:
@@ -105,9 +113,10 @@ def slow_reason(
     fixture_names: Iterable[str], params: Iterable[object], functions: Iterable[Callable[..., object]]
 ) -> str | None:
     """Why a test with these fixtures, parameters and functions (its own and its fixtures') is slow."""
-    for value in params:
-        if isinstance(value, str) and value in SLOW_PARAMS:
-            return SLOW_PARAMS[value]
+    for param in params:  # a value, or a command line given as a list
+        for value in param if isinstance(param, list | tuple) else (param,):
+            if isinstance(value, str) and value in SLOW_PARAMS:
+                return SLOW_PARAMS[value]
     for name in fixture_names:
         if name in SLOW_FIXTURES:
             return SLOW_FIXTURES[name]

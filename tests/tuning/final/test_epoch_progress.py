@@ -78,13 +78,16 @@ def test_quiet_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_search_prints_the_same_kind_of_line() -> None:
     progress = Progress("s", 4, epochs=3)
-    progress.console, out = _console()
+    out = io.StringIO()
+    progress.console = Console(file=out, width=120, highlight=False)
     progress.trial_started(7, 0, {"levels": 3}, None)
     progress.epoch(7, 0, 0.25)
     line = out.getvalue().splitlines()[-1]
     match = LINE.match(line)
     assert match, line
-    assert (match["label"], match["k"], match["n"], match["eta"]) == ("trial 7", "1", "3", "?")
+    # an ETA from the first epoch on (epochs left at the pace so far), not "?" for the whole first trial
+    assert (match["label"], match["k"], match["n"]) == ("trial 7", "1", "3")
+    assert re.fullmatch(r"\d+m\d\ds", match["eta"]), match["eta"]
     assert match["fields"] == "val mIoU 0.2500  best so far 0.2500"
 
 
