@@ -63,7 +63,10 @@ SLOW_PARAMS = {
 # Functions outside tests/ that start a process, by module and name.
 SLOW_CALLABLES = {"bench.curves_export.export": "a process of its own (git)"}
 # String constants in a test or its fixtures that name a U-Net training through an engine.
-SLOW_STRINGS = {"objective.kind=unet": "a Keras training"}
+SLOW_STRINGS = {
+    "objective.kind=unet": "a Keras training",
+    "optuna-dashboard": "a process of its own (the dashboard's parser)",
+}
 
 
 def _code_objects(code: types.CodeType) -> Iterable[types.CodeType]:
