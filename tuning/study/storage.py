@@ -8,6 +8,7 @@ their checks live in study/urls.py.
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 import time
 import warnings
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from marstune.tuning.errors import StorageError
+from marstune.tuning.errors import DiskFull, StorageError, TuneError, is_disk_full
 from marstune.tuning.study import settings
+from marstune.tuning.study.disk import full_disk_line, mount_of
 from marstune.tuning.study.outage import Retrier, passing_cause
 from marstune.tuning.study.settings import (  # noqa: F401 - where callers have always found them
     GRACE_ENV,
@@ -35,15 +37,30 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the lock instead of raising "database is locked"
 # Processes opening a fresh database at once race to create its tables; the losers retry.
 SCHEMA_RACE_RETRIES = 5
+# Free bytes below which an SQLite "disk I/O error" on opening is the disk being full.
+_NO_ROOM = 64 * 1024
 # CREATE TABLE lost (SQLite, PostgreSQL), or a one-row version stamp was inserted twice.
 _SCHEMA_RACE_MARKS = ("already exists", "pg_type_typname_nsp_index", "alembic_version", "version_info")
 
 
-def _prepare_sqlite(path: Path) -> None:
+def _prepare_sqlite(path: Path, url: str) -> None:
     path.parent.mkdir(exist_ok=True)
     # WAL lets readers (the dashboard, `tune status`) work while a writer commits; it persists in the file.
-    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        raise _cannot_open(url, exc) from None
+
+
+def _cannot_open(url: str, exc: BaseException) -> TuneError:
+    """One line: a full disk named as such (SQLite says only "disk I/O error" when not a byte is left
+    for its -shm file), anything else as the driver put it."""
+    path = sqlite_path(url)
+    if is_disk_full(exc) or (path is not None and shutil.disk_usage(mount_of(path)).free < _NO_ROOM):
+        return DiskFull(full_disk_line(url, exc))
+    reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+    return StorageError(f"cannot open storage {display_url(url)}: {reason}")
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
@@ -91,7 +108,7 @@ def open_storage(
     preflight(url, create=create)
     path = sqlite_path(url)
     if path is not None and not read_only:
-        _prepare_sqlite(path)
+        _prepare_sqlite(path, url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and their retry callback are "experimental" in Optuna 5 but are what we rely on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -115,14 +132,18 @@ def open_storage(
             from marstune.tuning.study.resilient import ResilientStorage
 
             return retrier(ResilientStorage, url, retrier, engine_kwargs=engine_kwargs(url), **hb)
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        except (
+            sqlalchemy.exc.SQLAlchemyError,
+            optuna.exceptions.StorageInternalError,  # Optuna's wrapping of a write that found no room
+            ImportError,
+            ValueError,
+        ) as exc:
             if attempt < SCHEMA_RACE_RETRIES and _lost_schema_race(exc):
                 # Another process (a worker, the dashboard, `tune status`) created the tables between
                 # Optuna's check and its CREATE; the next try finds them and goes on.
                 time.sleep(0.05 * (attempt + 1) + random.random() * 0.1)
                 continue
-            reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-            raise StorageError(f"cannot open storage {display_url(url)}: {reason}") from None
+            raise _cannot_open(url, exc) from None
     raise AssertionError("unreachable")
 
 

@@ -150,3 +150,17 @@ def test_write_whole_on_a_full_disk_leaves_nothing(small_disk: Path, tmp_path: P
         artifacts.write_whole(folder, source)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(folder)
     assert list(folder.iterdir()) == []
+
+
+def test_a_disk_with_not_a_byte_left_is_one_line_for_every_command(small_disk: Path, tmp_path: Path) -> None:
+    """SQLite says only "disk I/O error" when its -shm file finds no room, and Optuna wraps a read that
+    cannot start as "invalid data ... max length": both were tracebacks (an adversarial pass)."""
+    url = f"sqlite:///{small_disk / 'tune.db'}"
+    analytic = ("--set", "objective.kind=analytic", "--epochs", "2", "-q", "--study", "full")
+    assert run_tune("run", *analytic, "--storage", url, "--trials", "3", cwd=tmp_path).returncode == 0
+    fill(small_disk)
+    for args in (
+        ("run", *analytic, "--storage", url, "--trials", "30"),
+        ("report", "--study", "full", "--storage", url, "--no-examples", "--out", str(tmp_path / "r.html")),
+    ):
+        _one_error_line(run_tune(*args, cwd=tmp_path), "is full", str(small_disk))
