@@ -49,7 +49,8 @@ def test_a_refused_join_prints_only_the_refusal(tmp_path: Path) -> None:
     assert out == ""
     assert err.strip().splitlines() == [
         "Error: study 'c' exists with another spec (train.batch_size: 32 there, 7 here); run it with the "
-        "settings it was made with, or pass another --study"
+        "settings it was made with, pass another --study, or start a new study from this one's trials with "
+        "--warm-start-from c"
     ]
 
 
