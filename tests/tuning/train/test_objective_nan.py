@@ -38,6 +38,7 @@ def test_weights_that_blow_up_in_the_last_update_fail_the_trial_not_score_zero()
     spec = load_spec(
         None,
         [
+            "objective.kind=unet",
             "train.epochs=1",
             "train.max_items=16",
             "train.batch_size=32",  # every training pair in one batch
