@@ -56,7 +56,7 @@ test: install system-deps
 	$(BIN)/pytest -q -ra --durations=30
 
 # The quick tier while editing: every room, no process, server, cluster, browser or training of a
-# test's own (tests/tiers.py decides by what a test uses). Under 3 minutes on 2 idle cores.
+# test's own (tests/tiers.py decides by what a test uses). Aimed at 3 minutes on 2 idle cores (issue 19).
 test-quick: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not slow" --durations=10
