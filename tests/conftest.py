@@ -31,8 +31,14 @@ _watch: dict[str, list[str] | None] = {"started": None}  # a list while a quick 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:
     started = _watch["started"]
-    if started is not None and event in _PROCESS_EVENTS:
+    if started is not None and event in _PROCESS_EVENTS and not _library_probe(args):
         started.append(f"{event} {str(args[:2])[:120]}")
+
+
+def _library_probe(args: tuple[object, ...]) -> bool:
+    """Python's `platform` runs `uname -p` the first time TensorFlow asks: milliseconds, no process of
+    the test's own."""
+    return bool(args) and os.path.basename(str(args[0])) == "uname"
 
 
 def pytest_configure(config: pytest.Config) -> None:
