@@ -6,7 +6,8 @@ test suite it calls (followed through tests/ modules, nested functions and lambd
 - a process of its own: anything from `subprocess` (a `tune` command, a server, `ray start`, initdb,
   docker-compose) or the helpers built on it (`run_tune`, `start_cluster`, `pg_server`, ...);
 - a fixture that starts something: its own PostgreSQL server, a Ray cluster, a browser, a dashboard
-  or MLflow server; or a parameter naming one (the Ray engine needs a Ray cluster);
+  or MLflow server; or a parameter naming one (the Ray engine needs a Ray cluster); a case
+  parametrized onto the shared PostgreSQL server (its SQLite twin stays quick);
 - a real Keras training: a call of `.fit(...)` or `.train_on_batch(...)`, or a U-Net objective named
   in its settings (`objective.kind=unet`, in its code or a module constant it reads).
 
@@ -55,9 +56,11 @@ SLOW_NAMES = {
     "make_instance": "a PostgreSQL server of its own",
     "train_final": "the final Pix2Pix run",
 }
-# Parameter values that name what a case runs: the Ray engine needs a Ray cluster.
+# Parameter values that name what a case runs: the Ray engine needs a Ray cluster; a case on the shared
+# PostgreSQL server (`STORAGES`) runs on SQLite too, and that twin is the quick tier's.
 SLOW_PARAMS = {
     "ray": "a Ray cluster",
+    "postgresql": "the shared PostgreSQL server (its SQLite twin is quick)",
     "optuna-dashboard": "a process of its own (the dashboard's parser)",
 }
 # Functions outside tests/ that start a process, by module and name.

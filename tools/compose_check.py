@@ -59,10 +59,17 @@ def say(message: str) -> None:
     print(f"compose-check: {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports, every socket held until all are chosen (a port given back
+    by one probe can be handed out again by the next)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def compose_command() -> list[str]:
@@ -129,7 +136,8 @@ class Stack:
         self.compose = compose
         self.workdir = workdir
         self.project = f"tune-check-{secrets.token_hex(4)}"
-        self.ports = {"postgres": free_port(), "dashboard": free_port(), "ray": free_port()}
+        names = ("postgres", "dashboard", "ray", "ray_dashboard", "ray_client", "ray_agent", "worker_agent")
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.settings = {
             "POSTGRES_PASSWORD": secrets.token_hex(32),
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -137,9 +145,9 @@ class Stack:
             "POSTGRES_PUBLISH": f"127.0.0.1:{self.ports['postgres']}",
             "DASHBOARD_PUBLISH": f"127.0.0.1:{self.ports['dashboard']}",
             "RAY_PORT": str(self.ports["ray"]),
-            "RAY_DASHBOARD_PORT": str(free_port()),
-            "RAY_CLIENT_PORT": str(free_port()),
-            "RAY_AGENT_PORT": str(free_port()),
+            "RAY_DASHBOARD_PORT": str(self.ports["ray_dashboard"]),
+            "RAY_CLIENT_PORT": str(self.ports["ray_client"]),
+            "RAY_AGENT_PORT": str(self.ports["ray_agent"]),
             "RAY_CPUS_PER_WORKER": "1",
             "TUNE_STUDY": STUDY,
             "TUNE_THREADS": "1",
@@ -341,7 +349,8 @@ def check_ray(stack: Stack) -> None:
     stack.run("--profile", "ray", "up", "-d", "ray-head", timeout=300)
     stack.wait_healthy("ray-head", timeout=300)
     # Its own agent port: head and worker share this host's network here (on a cluster, two hosts).
-    stack.run("--profile", "ray", "up", "-d", "ray-worker", timeout=300, RAY_AGENT_PORT=str(free_port()))
+    agent = str(stack.ports["worker_agent"])
+    stack.run("--profile", "ray", "up", "-d", "ray-worker", timeout=300, RAY_AGENT_PORT=agent)
     stack.wait_healthy("ray-worker", timeout=300)
     (head,) = stack.containers("ray-head")
     nodes = subprocess.run(

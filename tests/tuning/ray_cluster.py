@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,24 +23,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.tuning.servers import free_ports
+
 RAY = str(Path(sys.executable).with_name("ray"))
 STARTED = "Ray runtime started"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_PORT_FLAGS = (
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+)
 
 
-def _ports() -> list[str]:
-    """Every port Ray would otherwise take from a fixed default (shared machine: others run Ray too)."""
-    return [
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-    ]
+def _ports(*extra: str) -> list[str]:
+    """Every port Ray would otherwise take from a fixed default (shared machine: others run Ray too),
+    chosen together so no two components of a node get the same one."""
+    flags = (*_PORT_FLAGS, *extra)
+    return [f"{flag}={port}" for flag, port in zip(flags, free_ports(len(flags)), strict=True)]
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _start(cluster: RayCluster, args: list[str], env: dict[str, str], log: Path)
 
 def start_cluster(logs: Path) -> RayCluster:
     """A head (1 CPU) and a second node (1 CPU, custom resource `node2`), both on loopback."""
-    port = free_port()
+    [port] = free_ports(1)
     token = {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -120,7 +120,7 @@ def start_cluster(logs: Path) -> RayCluster:
     cluster = RayCluster(address=f"127.0.0.1:{port}", env=token)
     try:
         head = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
-        head += ["--include-dashboard=false", f"--ray-client-server-port={free_port()}", *_ports()]
+        head += ["--include-dashboard=false", *_ports("--ray-client-server-port")]
         _start(cluster, head, {**base, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, logs / "head.log")
         second = [f"--address=[::ffff:127.0.0.1]:{port}", "--num-cpus=1", '--resources={"node2": 1}']
         _start(cluster, second + _ports(), base, logs / "node2.log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,10 +17,18 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """`count` distinct free ports: every socket is held until all are chosen, because a port given back
+    by one probe can be handed out again by the next (two Ray components on one port broke a CI run)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def free_port(host: str = HOST) -> int:
+    return free_ports(1, host)[0]
 
 
 def start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:

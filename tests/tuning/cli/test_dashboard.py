@@ -18,7 +18,7 @@ import pytest
 from marstune.tuning.cli.dashboard import DashboardError, browse_url, check_host, is_loopback
 from marstune.tuning.study.storage import open_storage
 from tests.conftest import run_tune
-from tests.tuning.servers import HOST, free_port, get_json, start, stop, tune_args, wait_http
+from tests.tuning.servers import HOST, free_ports, get_json, start, stop, tune_args, wait_http
 
 # 3 epochs of 0.1 s: each trial takes a moment, like training, so the dashboards poll a live study.
 ANALYTIC = (
@@ -119,7 +119,7 @@ def test_both_dashboards_serve_while_a_study_runs(tmp_path: Path) -> None:
     url = "sqlite:///studies/tune.db"  # the default, relative to the working folder, as in the README
     first = run_tune("run", "--storage", url, "--study", "live", "--trials", "1", *ANALYTIC, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    ours, stock = free_port(), free_port()
+    ours, stock = free_ports(2)
     logs = {name: tmp_path / f"{name}.log" for name in ("tune-dashboard", "optuna-dashboard", "run")}
     stock_cli = str(Path(sys.executable).parent / "optuna-dashboard")
     servers = {
@@ -186,7 +186,7 @@ def test_both_dashboards_serve_a_kept_model_the_stock_one_with_artifact_dir(
             *["--artifact-dir", "studies/kept/artifacts"],
         ],
     }
-    ports = {name: free_port() for name in commands}
+    ports = dict(zip(commands, free_ports(len(commands)), strict=True))
     servers: dict[str, subprocess.Popen] = {}
     logs = {name: tmp_path / f"{name}.log" for name in commands}
     answers: dict[str, tuple[int, bytes]] = {}
