@@ -94,6 +94,7 @@ def export_best(
         check_output(model_path, inputs=inputs, flag=flag)
         _refuse_kept_models_folder(url, (path, model_path))
         _refuse_non_export(path, flag)  # last: the checks above say more about where the file lies
+    earlier_model = _model_named_by(path, model_path)  # an earlier export's, replaced or removed below
     with tempfile.TemporaryDirectory(prefix="tune-recheck-") as scratch:
         winner, checked, done = None, None, []
         if recheck:
@@ -121,6 +122,8 @@ def export_best(
             exported["model"] = model_path.name
             replace_atomically(model_path, lambda tmp: tmp.write_bytes(model.read_bytes()), inputs=inputs)
         write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
+        if model is None and earlier_model is not None:  # it belonged to the export just replaced
+            earlier_model.unlink(missing_ok=True)
         if checked is not None:  # the study's record follows the file: a failed export records nothing
             from marstune.tuning.search.recheck import remember_recheck
 
@@ -194,6 +197,17 @@ def _refuse_non_export(path: Path, flag: str) -> None:
             f"{flag} {path} exists and is not a best-config export; nothing was written: "
             "choose another --out (or delete it first)"
         )
+
+
+def _model_named_by(path: Path, model_path: Path) -> Path | None:
+    """`model_path` when the earlier export at `path` (already checked to be one) names it as its model:
+    an export written without a model must not leave that one beside it, where it would pass as its."""
+    from marstune.tuning.config.spec import safe_load_unique
+
+    if not (path.is_file() and model_path.is_file()):
+        return None
+    raw = safe_load_unique(path.read_text())
+    return model_path if isinstance(raw, dict) and raw.get("model") == model_path.name else None
 
 
 def _refuse_kept_models_folder(url: str, paths: tuple[Path, ...]) -> None:

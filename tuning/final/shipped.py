@@ -1,16 +1,17 @@
 """Which kept model `tune export-best` ships: one that loads, never a damaged file.
 
 A kept model can be damaged after it was written (truncated by hand, a disk fault, a copy cut short).
-Each candidate is loaded the way every reader loads it (train/saved.py: a .keras archive, safe_mode=True,
-the right shapes) before it is shipped; a damaged one is passed over for the next kept model, best first,
-and the export then names that model's trial, so the configuration and the weights always agree.
+Each candidate is compared with the sha256 recorded when it was kept (a file swapped in from another
+trial loads fine but is not this trial's model), then loaded the way every reader loads it
+(train/saved.py: a .keras archive, safe_mode=True, the right shapes) before it is shipped; a damaged one
+is passed over for the next kept model, best first, and the export then names that model's trial, so
+the configuration and the weights always agree.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from marstune.tuning.errors import ModelError
 from marstune.tuning.study.artifacts import KeptModel, kept_of_study
@@ -31,15 +32,17 @@ class Choice:
 _MODEL_FAULT = re.compile(r"^kept model \S+ (?P<why>.*?); [^;]*$")
 
 
-def why_unusable(path: Path) -> str | None:
-    """None when the kept model at `path` loads as a segmentation model, else the reason in a few words."""
+def why_unusable(candidate: KeptModel) -> str | None:
+    """None when the kept model is the file that was kept for its trial and loads as a segmentation
+    model, else the reason in a few words."""
     from marstune.tuning.train.devices import native_noise_filtered
     from marstune.tuning.train.saved import kept_model
 
-    if not path.is_file():
-        return f"its file {path} is missing"
+    if fault := candidate.fault():
+        return fault
     try:
-        with native_noise_filtered(), kept_model(path):  # TensorFlow's start-up lines are not ours to show
+        # TensorFlow's start-up lines are not ours to show
+        with native_noise_filtered(), kept_model(candidate.path):
             return None
     except ModelError as exc:
         found = _MODEL_FAULT.match(str(exc))
@@ -57,7 +60,7 @@ def usable_model(url: str, study: str, best_trial: int, *, only_best: bool = Fal
         return None
     choice = Choice(None)
     for candidate in ordered:
-        why = why_unusable(candidate.path)
+        why = why_unusable(candidate)
         if why is None:
             choice.model = candidate
             return choice

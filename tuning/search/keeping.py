@@ -23,7 +23,8 @@ class ModelKeeper:
     def __init__(self, url: str, study: str, keep_models: int) -> None:
         self.url, self.study, self.keep_models = url, study, keep_models
         self._folder = Path(tempfile.mkdtemp(prefix="tune-kept-"))  # this process's models in flight
-        self.no_room: OSError | None = None  # the last store found the kept models' disk full
+        # The last store found the kept models' disk full: the error and the size of the model it wrote.
+        self.no_room: tuple[OSError, int] | None = None
 
     def decide(self, value: float) -> Path | None:
         """Where to save a completed trial's model, or None when it would not make the top K."""
@@ -50,7 +51,8 @@ class ModelKeeper:
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            self.no_room = exc  # the trial completes without its model; then the run stops, naming the disk
+            # the trial completes without its model; then the run stops, naming the disk
+            self.no_room = (exc, file.stat().st_size)
             return None
         finally:
             file.unlink(missing_ok=True)

@@ -7,11 +7,14 @@ FileSystemArtifactStore in the folder the study recorded when it was made (study
 (`search.artifacts`). A model that falls out of the top K is deleted with its link, so nothing dangles.
 A model is written whole first (a temporary file beside it, flushed, then renamed) and linked only then:
 a full disk or a killed worker leaves no linked half of a model (Optuna's upload_artifact links first).
-Export, predict, the report and the final run read the models back; every load keeps safe_mode=True.
+The link records the file's sha256, so a file swapped or changed after it was kept is never taken for
+the trial's model. Export, predict, the report and the final run read the models back; every load keeps
+safe_mode=True.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -60,10 +63,20 @@ class KeptModel:
     value: float
     artifact_id: str
     folder: Path
+    sha256: str | None = None  # recorded when the model was kept (None: kept before digests were)
 
     @property
     def path(self) -> Path:
         return self.folder / self.artifact_id
+
+    def fault(self) -> str | None:
+        """Why the file is not the model kept for the trial (missing, or changed or replaced since it was
+        kept: another trial's model swapped in loads fine), or None."""
+        if not self.path.is_file():
+            return f"its file {self.path} is missing"
+        if self.sha256 is not None and sha256_of(self.path) != self.sha256:
+            return f"its file {self.path} is not the one kept for trial {self.trial} (changed since)"
+        return None
 
 
 def kept_path(
@@ -79,16 +92,27 @@ def kept_path(
     return None
 
 
-def write_whole(folder: Path, file: Path) -> str:
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_whole(folder: Path, file: Path) -> tuple[str, str]:
     """Copy `file` into the store folder under a new artifact id, complete or not at all: a temporary
-    name beside it, flushed to the disk, then renamed (atomic on one filesystem). Returns the id."""
+    name beside it, flushed to the disk, then renamed (atomic on one filesystem). Returns the id and
+    the sha256 of what was written."""
     artifact_id = str(uuid.uuid4())
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{artifact_id}.partial"  # no artifact id: never served, listed or linked
+    digest = hashlib.sha256()
     try:
         with file.open("rb") as source, partial.open("wb") as target:
             while chunk := source.read(1 << 20):
                 target.write(chunk)
+                digest.update(chunk)
             target.flush()
             os.fsync(target.fileno())
         os.replace(partial, folder / artifact_id)
@@ -96,20 +120,21 @@ def write_whole(folder: Path, file: Path) -> str:
         raise OSError(exc.errno, exc.strerror, str(folder)) from exc
     finally:
         partial.unlink(missing_ok=True)
-    return artifact_id
+    return artifact_id, digest.hexdigest()
 
 
-def link(artifact_id: str) -> dict[str, str]:
-    """The trial system attribute that links a kept model (the metadata Optuna's upload_artifact writes)."""
+def link(artifact_id: str, sha256: str) -> dict[str, str]:
+    """The trial system attribute that links a kept model: the metadata Optuna's upload_artifact writes
+    (readers such as optuna-dashboard take their keys from it) plus the file's sha256."""
     meta = {"artifact_id": artifact_id, "filename": MODEL_FILE, "mimetype": "application/octet-stream"}
-    return {PREFIX + artifact_id: json.dumps({**meta, "encoding": None})}
+    return {PREFIX + artifact_id: json.dumps({**meta, "encoding": None, "sha256": sha256})}
 
 
 def keep(trial: optuna.Trial, file: Path) -> str:
     """Store a finished trial's model while the trial still runs (Optuna links only running trials):
     written whole, then linked."""
-    artifact_id = write_whole(folder_of(trial.study), file)
-    for key, meta in link(artifact_id).items():
+    artifact_id, sha256 = write_whole(folder_of(trial.study), file)
+    for key, meta in link(artifact_id, sha256).items():
         trial.storage.set_trial_system_attr(trial._trial_id, key, meta)  # noqa: SLF001
     return artifact_id
 
@@ -117,7 +142,7 @@ def keep(trial: optuna.Trial, file: Path) -> str:
 def stored_link(study: optuna.Study, file: Path) -> dict[str, str]:
     """Write a model into the study's store now and return the trial system attribute that links it, for
     trials added whole (`study.add_trial`, the Keras Tuner engine) rather than run through Optuna."""
-    return link(write_whole(folder_of(study), file))
+    return link(*write_whole(folder_of(study), file))
 
 
 def inherited_links(system_attrs: dict[str, object]) -> list[str]:
@@ -179,7 +204,8 @@ def kept_models(conn: sqlalchemy.Connection, sid: int) -> list[KeptModel]:
     out = []
     for number, value, key, meta in tables.trial_artifacts(conn, sid, PREFIX):
         if meta and meta.get("filename") == MODEL_FILE:
-            out.append(KeptModel(number, value, key.removeprefix(PREFIX), Path(folder)))
+            digest = meta.get("sha256")
+            out.append(KeptModel(number, value, key.removeprefix(PREFIX), Path(folder), digest))
     return sorted(out, key=lambda k: (-k.value, k.trial))
 
 
@@ -221,5 +247,10 @@ def best_kept(url: str, study: str, trial: int | None = None) -> KeptModel | Non
         raise StorageError(
             f"the kept model of trial {models[0].trial} is not at {models[0].path}; run this where the "
             "study's artifacts folder is reachable (search.artifacts)"
+        )
+    if models and (fault := models[0].fault()):
+        raise StorageError(
+            f"the kept model of trial {models[0].trial}: {fault}; run `tune export-best` (it ships the best "
+            "kept model that is intact) and pass its .keras with --model"
         )
     return models[0] if models else None

@@ -47,8 +47,9 @@ def _amount(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def full_disk_line(url: str, exc: BaseException) -> str:
-    """Which disk is full, how much is left, and what to do: one line."""
+def full_disk_line(url: str, exc: BaseException, needed: int | None = None) -> str:
+    """Which disk is full, how much is left (and how much the write needed, when known), and what to do:
+    one line. `free` is read after the failed write cleaned up, so without `needed` it can look ample."""
     database = sqlite_path(url)
     target = _file_named(exc) or database
     if target is None:  # the database server's disk
@@ -59,9 +60,10 @@ def full_disk_line(url: str, exc: BaseException) -> str:
     mount = mount_of(target)
     free = shutil.disk_usage(mount).free
     what = "the study database" if database is not None and target == database else "the file"
+    room = f"{_amount(free)} free" + (f", {_amount(needed)} needed" if needed is not None else "")
     return (
-        f"the disk holding {what} {target} is full (the filesystem mounted at {mount}, {_amount(free)} "
-        "free): free space there, or move the study's files to another disk, then run the same command again"
+        f"the disk holding {what} {target} is full (the filesystem mounted at {mount}, {room}): "
+        "free space there, or move the study's files to another disk, then run the same command again"
     )
 
 

@@ -233,8 +233,8 @@ def trials_by_worker(conn: sqlalchemy.Connection, sid: int) -> dict[str, dict[st
 
 def trial_artifacts(
     conn: sqlalchemy.Connection, sid: int, prefix: str
-) -> list[tuple[int, int, float, str, str]]:
-    """(trial_id, number, value, attribute key, metadata JSON) of the completed trials' artifacts."""
+) -> list[tuple[int, float, str, dict[str, str | None]]]:
+    """(number, value, attribute key, metadata) of the completed trials' artifacts."""
     sql = (
         "SELECT t.trial_id, t.number, v.value, v.value_type, a.key, a.value_json FROM trials t"
         " JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0"

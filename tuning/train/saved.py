@@ -60,4 +60,8 @@ def kept_model(artifact: Path) -> Iterator[keras.Model]:
     with tempfile.TemporaryDirectory(prefix="tune-model-") as tmp:
         copy = Path(tmp) / "model.keras"  # Keras reads the format from the suffix
         copy.write_bytes(artifact.read_bytes())
-        yield load_saved_model(copy, flag="kept model", fix="export it again or retrain the trial")
+        try:
+            loaded = load_saved_model(copy, flag="kept model", fix="export it again or retrain the trial")
+        except ModelError as exc:  # the user's file is the artifact, not our temporary copy of it
+            raise ModelError(str(exc).replace(str(copy), str(artifact), 1)) from None
+        yield loaded

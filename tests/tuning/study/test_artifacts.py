@@ -3,6 +3,7 @@ the report and the final run; every load with safe_mode=True."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -153,14 +154,16 @@ def _kept_files(url: str) -> list[KeptModel]:
 
 
 def test_export_best_ships_only_a_kept_model_that_loads(tmp_path: Path) -> None:
-    """A truncated kept model (a disk that filled mid-write, a copy cut short) is never shipped: the
-    next kept model that loads is, with its own trial; with none left, one line says so."""
+    """A kept model swapped for another trial's (it loads, but is not this trial's) or truncated (a disk
+    that filled mid-write, a copy cut short) is never shipped or predicted with: the next kept model that
+    is intact is shipped, with its own trial; with none left, one line says so, and the earlier export's
+    model is not left beside a configuration that no longer names it."""
     url = f"sqlite:///{tmp_path / 't.db'}"
     run = ("run", "--storage", url, "--sampler", "random", "--set", "search.keep_models=2", *TINY)
     assert run_tune(*run, "--trials", "2", cwd=tmp_path).returncode == 0
     best, second = _kept_files(url)
-    whole = best.path.read_bytes()
-    best.path.write_bytes(whole[: len(whole) // 2])  # cut off mid-archive
+    assert best.sha256 == hashlib.sha256(best.path.read_bytes()).hexdigest()
+    best.path.write_bytes(second.path.read_bytes())  # another trial's model in its place
     out = tmp_path / "studies" / "unet-mars.best.keras"
 
     r = run_tune("export-best", "--storage", url, cwd=tmp_path)
@@ -168,26 +171,41 @@ def test_export_best_ships_only_a_kept_model_that_loads(tmp_path: Path) -> None:
     exported = yaml.safe_load((tmp_path / "studies" / "unet-mars.best.yaml").read_text())
     assert exported["trial"] == second.trial and exported["value"] == pytest.approx(second.value)
     assert out.read_bytes() == second.path.read_bytes()
-    assert f"trial {best.trial}: is not a Keras archive" in r.stderr, r.stderr
+    assert f"trial {best.trial}: its file {best.path} is not the one kept for trial" in r.stderr, r.stderr
     assert f"shipping trial {second.trial}'s" in r.stderr and "cuInit" not in r.stderr
+    predicted = run_tune("predict", "--study", "unet-mars", "--storage", url, "--data", "x.npz", cwd=tmp_path)
+    assert predicted.returncode == 1 and "is not the one kept" in predicted.stderr, predicted.stderr
 
-    out.unlink()
-    second.path.write_bytes(b"PK\x03\x04 not a whole archive")
+    second.path.write_bytes(b"PK\x03\x04 not a whole archive")  # cut off after it was kept
     r = run_tune("export-best", "--storage", url, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stderr.splitlines() if "is usable" in ln]
     assert len(line) == 1 and line[0].startswith("no kept model of unet-mars is usable"), r.stderr
-    assert not out.exists()
+    assert not out.exists()  # the earlier export's model is gone with the export that named it
     exported = yaml.safe_load((tmp_path / "studies" / "unet-mars.best.yaml").read_text())
     assert exported["trial"] == best.trial and "model" not in exported
+
+
+def test_a_kept_model_that_does_not_load_is_named_by_its_own_path(tmp_path: Path) -> None:
+    """Keras reads a copy with a .keras suffix; the message names the kept file, never that copy."""
+    from marstune.tuning.errors import ModelError
+    from marstune.tuning.train.saved import kept_model
+
+    artifact = tmp_path / "0b1c2d3e-kept-model"
+    artifact.write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.raises(ModelError) as raised, kept_model(artifact):
+        pass
+    assert str(raised.value).startswith(f"kept model {artifact} is not a Keras archive"), raised.value
+    assert "tune-model-" not in str(raised.value)
 
 
 def test_a_kept_model_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     folder = tmp_path / "artifacts"
     source = tmp_path / "model.keras"
     source.write_bytes(b"x" * 3_000_000)
-    artifact_id = artifacts.write_whole(folder, source)
+    artifact_id, sha256 = artifacts.write_whole(folder, source)
     assert (folder / artifact_id).read_bytes() == source.read_bytes()
+    assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert [p.name for p in folder.iterdir()] == [artifact_id]  # no temporary file left
     source.unlink()
     with pytest.raises(FileNotFoundError):
@@ -201,7 +219,7 @@ def test_a_retry_starts_without_the_dead_attempts_model_links(sqlite_url: str) -
 
     storage = open_storage(sqlite_url, create=True)
     study = optuna.create_study(study_name="s", storage=storage)
-    link = artifacts.link("dead-attempts-model")
+    link = artifacts.link("dead-attempts-model", "0" * 64)
     retry = optuna.trial.create_trial(
         state=optuna.trial.TrialState.WAITING, system_attrs={"failed_trial": 0, **link}
     )

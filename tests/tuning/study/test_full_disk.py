@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,11 @@ def fill(disk: Path, leave: int = 0) -> Path:
     except OSError as exc:
         assert exc.errno == errno.ENOSPC
     return filler
+
+
+def _bytes(amount: str) -> float:
+    number, unit = amount.split()
+    return float(number) * {"bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
 
 
 def _one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -131,7 +137,11 @@ def test_a_kept_model_that_finds_its_disk_full_is_never_half_written(
     fill(small_disk, leave=64 * 1024)  # a tiny U-Net's .keras is several hundred KiB
     run = ("run", "--storage", url, "--trials", "2", "--set", f"search.artifacts={folder}", *TINY)
     result = run_tune(*run, cwd=tmp_path)
-    _one_error_line(result, f"the disk holding the file {folder}", "trial 0 completed without its kept model")
+    line = _one_error_line(
+        result, f"the disk holding the file {folder}", "trial 0 completed without its kept model"
+    )
+    free, needed = re.search(r"([\d.]+ \w+) free, ([\d.]+ \w+) needed", line).groups()  # type: ignore[union-attr]
+    assert _bytes(needed) > _bytes(free), line  # the line explains itself: the model did not fit
     assert list(folder.iterdir()) == []  # no partial model
     trials = trials_of(url, "unet-mars")
     assert trials[0].state == TrialState.COMPLETE

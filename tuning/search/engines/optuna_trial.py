@@ -269,10 +269,10 @@ class _Objective:
 
     def stop_if_no_room(self, number: int) -> None:
         """The trial completed but its model could not be kept (a full disk): stop, naming the disk."""
-        exc, self.keeper.no_room = self.keeper.no_room, None
-        if exc is not None:
+        no_room, self.keeper.no_room = self.keeper.no_room, None
+        if no_room is not None:
             assert self.goal is not None
-            line = full_disk_line(self.goal.url, exc)
+            line = full_disk_line(self.goal.url, *no_room)
             raise DiskFull(f"{line}; trial {number} completed without its kept model")
 
     def disk_full(self, trial: optuna.Trial, exc: BaseException) -> DiskFull:
