@@ -100,7 +100,8 @@ def check_enough_left(report: CleanReport, source: str) -> None:
     raise DataError(
         f"{source}: the contamination filter (data.clean: pairs whose label masks are identical) removed "
         f"{len(report.removed)} of {total} pairs, leaving {report.kept}; if these masks are real, keep "
-        "every pair with --set data.clean=false (see `tune data clean --data ...` for the groups)"
+        "every pair with data.clean=false (`tune run --set data.clean=false`; for `tune pix2pix`, "
+        "`clean: false` under `spec: data:` in the export; `tune data clean --data ...` shows the groups)"
     )
 
 

@@ -189,12 +189,14 @@ def _warm_start(spec: Spec, url: str, options: RunOptions, old: str) -> None:
     from marstune.tuning.config.spec import check_study_name
     from marstune.tuning.errors import UsageError
     from marstune.tuning.study.storage import open_storage
-    from marstune.tuning.study.warm_start import warm_start
+    from marstune.tuning.study.warm_start import continues, warm_start
 
     if spec.search.engine == "keras-tuner":
         raise UsageError(
             "--warm-start-from needs the optuna or ray engine: Keras Tuner's oracle picks every trial"
         )
+    if continues(spec, url, check_study_name(old)):
+        return
     storage = open_storage(url, create=True)
     try:
         for note in warm_start(spec, storage, url, check_study_name(old), options.data):

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from marstune.tuning.config.spec import DEFAULTS
 from marstune.tuning.study.storage import open_storage
-from tests.conftest import run_tune
+from tests.conftest import run_tune, tune_in_process
 from tests.tuning.workers_util import write_spec
 
 
@@ -113,3 +113,17 @@ def test_a_new_study_warm_starts_from_an_old_one_in_a_narrower_space(tmp_path: P
         run_tune(*run[:-3], "--study", "other", "--warm-start-from", "nope", "-q", cwd=tmp_path),
         "--warm-start-from nope: no such study",
     )
+
+
+def test_a_warm_start_from_a_study_of_only_its_baseline_says_so(tmp_path: Path) -> None:
+    """The old study's one completed trial is the new study's baseline too: nothing is queued, and the
+    line says why (not "none lies in the new space", which it does)."""
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    analytic = ("--storage", url, "--set", "objective.kind=analytic", "--epochs", "1", "-q")
+    assert tune_in_process("run", "--study", "one", "--trials", "1", *analytic, cwd=tmp_path).returncode == 0
+    made = tune_in_process(
+        "run", "--study", "two", "--trials", "1", "--warm-start-from", "one", *analytic[:-1], cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    assert "0 of its best configurations queued" in made.stderr, made.stderr
+    assert "none: those of one that lie in the new space are the baseline" in made.stderr, made.stderr
