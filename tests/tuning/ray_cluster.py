@@ -105,19 +105,22 @@ def _start(cluster: RayCluster, args: list[str], env: dict[str, str], log: Path)
         time.sleep(0.5)
 
 
-def start_cluster(logs: Path) -> RayCluster:
-    """A head (1 CPU) and a second node (1 CPU, custom resource `node2`), both on loopback."""
-    [port] = free_ports(1)
-    token = {
+def start_cluster(logs: Path, *, port: int | None = None, token: str | None = None) -> RayCluster:
+    """A head (1 CPU) and a second node (1 CPU, custom resource `node2`), both on loopback; `port` and
+    `token` as given (a head started again where it was), else new ones."""
+    logs.mkdir(parents=True, exist_ok=True)
+    if port is None:
+        [port] = free_ports(1)
+    auth = {
         "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_AUTH_TOKEN": token or secrets.token_hex(32),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     # Not the switch a Ray driver in this process may have set (ray_engine._prepare_env): with it, the
     # second node refuses to join ("multi-node clusters are not supported").
     inherited = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    base = {**inherited, **token}
-    cluster = RayCluster(address=f"127.0.0.1:{port}", env=token)
+    base = {**inherited, **auth}
+    cluster = RayCluster(address=f"127.0.0.1:{port}", env=auth)
     try:
         head = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
         head += ["--include-dashboard=false", *_ports("--ray-client-server-port")]

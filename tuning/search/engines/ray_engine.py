@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ DONE_FILE = "tune-finished"  # written into a Ray run's directory when it ended 
 # the same study name in another database never resumes it.
 OWNER_FILE = "tune-owner"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The driver watches the head it joined (one TCP connect to its GCS every HEAD_CHECK_SECONDS): Ray's own
+# driver waits 60 s for a lost head, then exits with one C++ log line. HEAD_LOST_AFTER misses in a row
+# (~10 s) say the head is gone; a head that misses one check (a busy machine) is not.
+HEAD_CHECK_SECONDS = 2.0
+HEAD_LOST_AFTER = 5
 
 
 def _host(address: str) -> str:
@@ -122,6 +128,46 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
     except (OSError, ValueError) as exc:
         raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from None
+
+
+def head_lost_line(head: str) -> str:
+    return (
+        f"Error: the Ray head at {head} stopped answering (killed, restarted or its machine is down); the "
+        "Ray run is saved: start the head again at that address, then run the same command to resume it"
+    )
+
+
+@contextlib.contextmanager
+def _head_watched(address: str | None) -> Iterator[None]:
+    """While a driver runs on a cluster it joined (--address), a head that stops answering ends this
+    process at once with one line: the run's state is on this machine (studies/<study>/ray), so the same
+    command resumes it once the head is back. A local cluster is this process's own: not watched."""
+    if address is None:
+        yield
+        return
+    import ray
+
+    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    stop = threading.Event()
+
+    def watch() -> None:
+        misses = 0
+        while not stop.wait(HEAD_CHECK_SECONDS):
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=HEAD_CHECK_SECONDS).close()
+                misses = 0
+            except OSError:
+                misses += 1
+            if misses >= HEAD_LOST_AFTER and not stop.is_set():
+                os.write(2, ("\n" + redact(head_lost_line(address)) + "\n").encode())
+                os._exit(1)  # Ray's calls would block on the lost head; nothing here can end them cleanly
+
+    watcher = threading.Thread(target=watch, name="tune-ray-head-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _shutdown(temp_dir: str | None) -> None:
@@ -257,7 +303,8 @@ def _run(spec: Spec, storage_url: str, options: RayOptions) -> RunSummary:
             done=_finished(study),
         )
         rt.DRIVERS[spec.study] = driver
-        _run_until_target(driver, study, target, _owner(storage_url, driver.study_id))
+        with _head_watched(address):
+            _run_until_target(driver, study, target, _owner(storage_url, driver.study_id))
     finally:
         if progress is not None:
             progress.close()  # the live bar goes before the summary

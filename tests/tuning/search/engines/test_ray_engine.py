@@ -305,3 +305,51 @@ def test_a_worker_node_lost_mid_study_leaves_stdout_to_the_json(tmp_path: Path) 
         cluster.stop()
     summary = json.loads(out)  # nothing but the JSON object
     assert summary["study"] == "unet-mars" and "Raylet" not in out, err[-3000:]
+
+
+def test_a_killed_head_is_one_line_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """The head is killed (-9, its whole process group) mid-study: the driver says so in one line within
+    seconds (Ray's own waits 60 s, then logs one C++ line) and exits 1; with the head started again at
+    its address, the same command resumes the saved Ray run and the study ends at exactly its target,
+    nothing left RUNNING."""
+    cluster = start_cluster(tmp_path / "first")
+    port = int(cluster.address.rsplit(":", 1)[1])
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    args = ray_run("--address", cluster.address, "--sampler", "random", "--trials", "6", "--pruner", "none")
+    args += ["--epochs", "3", "--cpus-per-trial", "1", "--storage", url, "--set", "objective.sleep=2"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cluster.env}
+    run_dir = tmp_path / "studies" / "unet-mars" / "ray" / "run-1"
+    try:
+        command = [sys.executable, "-m", "marstune.tuning", *args]
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            saved = list(run_dir.glob("experiment_state*.json")) if run_dir.is_dir() else []
+            if saved and _complete(url) and any(t.state == TrialState.RUNNING for t in trials(url)):
+                break
+            time.sleep(0.5)
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        os.killpg(cluster.leaders[0].pid, signal.SIGKILL)  # the head: `ray start`, its GCS and raylet
+        killed = time.monotonic()
+        _, err = first.communicate(timeout=120)
+        told_in = time.monotonic() - killed
+    finally:
+        if first.poll() is None:
+            first.kill()
+        cluster.stop()
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert first.returncode == 1 and len(errors) == 1, err[-3000:]
+    assert errors[0].startswith(f"Error: the Ray head at {cluster.address} stopped answering"), errors
+    assert "Traceback" not in err and told_in < 45, (told_in, err[-3000:])
+    assert not (run_dir / "tune-finished").exists()
+
+    again = start_cluster(tmp_path / "again", port=port, token=cluster.env["RAY_AUTH_TOKEN"])
+    try:
+        resumed = run_tune(*args, cwd=tmp_path, env=again.env)
+    finally:
+        again.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming the interrupted Ray run {run_dir}" in resumed.stderr, resumed.stderr[-3000:]
+    after = trials(url)
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 6, [t.state for t in after]
+    assert not [t for t in after if t.state == TrialState.RUNNING]
