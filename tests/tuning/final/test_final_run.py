@@ -21,7 +21,7 @@ from marstune.data.mars import save_npz
 from marstune.data.synthetic import generate
 from marstune.tuning.errors import DataError, ModelError, SpecError
 from marstune.tuning.final.files import latest_run, read_export
-from tests.conftest import run_tune
+from tests.conftest import run_tune, tune_in_process
 
 LOSSES = ("d_loss", "g_loss", "seg_loss", "adv_loss")
 # A one-point space with a tiny U-Net: the search is the analytic stand-in, the final run trains for real.
@@ -59,12 +59,13 @@ def _refused(result, *needles: str) -> str:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real study (analytic objective) and its real export, made with the CLI as a user would."""
+    """A real study (analytic objective) and its real export, made with the CLI as a user would (in this
+    process: `tune_in_process` runs the same `main`)."""
     cwd = tmp_path_factory.mktemp("study")
     (cwd / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC))
     url = f"sqlite:///{cwd / 'tune.db'}"
     _ok(
-        run_tune(
+        tune_in_process(
             "run",
             "--spec",
             "tiny.yaml",
@@ -81,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     path = Path(
-        _ok(run_tune("export-best", "--study", "x", "--storage", url, "--out", "x.best.yaml", cwd=cwd))
+        _ok(tune_in_process("export-best", "--study", "x", "--storage", url, "--out", "x.best.yaml", cwd=cwd))
     )
     return cwd / path
 
@@ -410,7 +411,7 @@ def test_bad_export_values_and_unknown_keys_are_refused_before_the_run_folder(
     raw.update(top)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     smoke = ("--epochs", "1", "--max-items", "24", "--no-compare", "--out", "runs/b1")
-    result = run_tune("pix2pix", "--config", "bad.yaml", *smoke, cwd=tmp_path)
+    result = tune_in_process("pix2pix", "--config", "bad.yaml", *smoke, cwd=tmp_path)
     _refused(result, "bad.yaml", *needles)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # the corrected run may use the same --out
