@@ -45,6 +45,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
     from marstune.tuning.config.spec import DEFAULTS
     from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
+    from marstune.tuning.study.lifecycle import TARGET_ATTR
     from marstune.tuning.study.trial_attrs import per_class_iou
 
     default_engine = DEFAULTS["search"]["engine"]  # a spec stored before `engine` existed
@@ -64,7 +65,7 @@ def study_rows(url: str, only: str | None) -> list[dict[str, Any]]:
                     "study": name,
                     "engine": spec.get("search", {}).get("engine", default_engine),
                     "sampler": spec.get("search", {}).get("sampler"),
-                    "target": attrs.get("target_trials"),
+                    "target": attrs.get(TARGET_ATTR),
                     **trial_counts(conn, sid),
                     "best_value": None if best is None else best[2],
                     "best_trial": None if best is None else best[1],

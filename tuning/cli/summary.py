@@ -35,6 +35,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
     """The study's state after a run: target, trials by state, the best trial and its params."""
     from marstune.tuning.search.failures import trial_counts
     from marstune.tuning.study import tables
+    from marstune.tuning.study.lifecycle import TARGET_ATTR
     from marstune.tuning.study.trial_attrs import per_class_iou
 
     with tables.reading(url, wait=True) as conn:
@@ -46,7 +47,7 @@ def run_result(url: str, study: str, seconds: float) -> dict[str, Any]:
         per_class = per_class_iou(tables.trial_user_attrs(conn, best[0])) if best else None
     return {
         "study": study,
-        "target": attrs.get("target_trials"),
+        "target": attrs.get(TARGET_ATTR),
         "finished": states["complete"] + states["pruned"],
         "states": states,
         "best_trial": best[1] if best else None,

@@ -22,9 +22,7 @@ from marstune.tuning.config.spec import Spec, safe_load_unique, spec_from_stored
 from marstune.tuning.errors import SpecError, TuneError, translate
 from marstune.tuning.final.checks import check_agreement, check_keys, check_values
 from marstune.tuning.outputs import write_atomically
-
-EXPORT_KIND = "tune/best-config"  # what tuning.storage.best_export writes
-EXPORT_FORMAT = 1
+from marstune.tuning.study.export import EXPORT_FORMAT, EXPORT_KIND
 
 
 @dataclass(frozen=True)
