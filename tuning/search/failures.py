@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from marstune.tuning.errors import TooManyFailures, UsageError
 from marstune.tuning.study import tables
-from marstune.tuning.study.lifecycle import FailKind
 from marstune.tuning.study.outage import retrier_of
+from marstune.tuning.study.tables import FailKind
 
 if TYPE_CHECKING:
     import optuna

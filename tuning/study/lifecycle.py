@@ -15,7 +15,6 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from marstune.tuning.study import artifacts, tables
 from marstune.tuning.study.claim import StudyClaim
 from marstune.tuning.study.hints import SPEC_FILE_ATTR
 from marstune.tuning.study.outage import retrier_of
+from marstune.tuning.study.tables import FailKind
 
 if TYPE_CHECKING:
     import optuna
@@ -48,17 +48,6 @@ MUTABLE_KEYS = (
 TARGET_ATTR = "target_trials"  # study user attribute: finished trials the study aims at
 STREAMS_ATTR = "tune:seed_streams"  # study system attribute: seed streams handed out so far
 ENQUEUED_AS = "enqueued_as"  # trial user attribute: baseline, grid, retry, ... (queued, not sampled)
-
-
-class FailKind(StrEnum):
-    """Why a trial is FAIL (trial system attribute tables.FAIL_KIND_ATTR)."""
-
-    ERROR = "error"  # the configuration or the code failed: counts towards the failure streak
-    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: re-queued, not the config's fault
-    STALE = "stale"  # its worker stopped sending heartbeats: re-run once by the retry callback
-    SURPLUS = "surplus"  # started under a claim a database restart took away, past the target: dropped
-    DUPLICATE = "duplicate"  # the sampler proposed a configuration the study already has
-    STORAGE = "storage"  # a disk the run writes to was full (study/disk.py): the storage's fault, not its
 
 
 @dataclass(frozen=True)

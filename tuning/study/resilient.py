@@ -29,8 +29,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from marstune.tuning.study import tables
-from marstune.tuning.study.lifecycle import FailKind
 from marstune.tuning.study.outage import HEALTH, Retrier
+from marstune.tuning.study.tables import FailKind
 
 T = TypeVar("T")
 

@@ -7,6 +7,8 @@ node. A bad value is one line naming the variable and what it must be.
 from __future__ import annotations
 
 import os
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from marstune.tuning.errors import StorageError
 
@@ -15,6 +17,7 @@ PG_POOL_SIZE = 2
 PG_MAX_OVERFLOW = 1
 # The claim's advisory lock borrows one of these, so a worker process never opens more than this many.
 PG_CONNECTIONS_PER_WORKER = PG_POOL_SIZE + PG_MAX_OVERFLOW
+SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the lock instead of raising "database is locked"
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a trial silent this long is failed and re-queued (3 missed heartbeats)
@@ -78,3 +81,27 @@ def check_all() -> None:
     retry_seconds()
     connect_timeout()
     statement_timeout()
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine settings: the pool, and on a server a connect and a statement timeout on every
+    connection, so a frozen server costs seconds, not forever (a value given in the URL wins)."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    query = parse_qs(urlsplit(url).query)
+    connect: dict[str, Any] = {}
+    if "connect_timeout" not in query:
+        connect["connect_timeout"] = connect_timeout()
+    if url.startswith("postgresql"):
+        # libpq's `options`: a server setting for every session; added to any the URL already gives.
+        given = " ".join(query.get("options", []))
+        if "statement_timeout" not in given:
+            given = f"{given} -c statement_timeout={1000 * statement_timeout()}".strip()
+        connect["options"] = given
+    return {
+        "pool_size": PG_POOL_SIZE,
+        "max_overflow": PG_MAX_OVERFLOW,
+        "pool_pre_ping": True,
+        "pool_recycle": 300,
+        "connect_args": connect,
+    }

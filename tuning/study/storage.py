@@ -14,10 +14,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from marstune.tuning.errors import DiskFull, StorageError, TuneError, is_disk_full
-from marstune.tuning.study import settings
 from marstune.tuning.study.disk import full_disk_line, mount_of
 from marstune.tuning.study.outage import Retrier, passing_cause
 from marstune.tuning.study.settings import (  # noqa: F401 - where callers have always found them
@@ -26,6 +24,8 @@ from marstune.tuning.study.settings import (  # noqa: F401 - where callers have 
     PG_CONNECTIONS_PER_WORKER,
     PG_MAX_OVERFLOW,
     PG_POOL_SIZE,
+    SQLITE_BUSY_TIMEOUT,
+    engine_kwargs,
     grace_period,
     heartbeat_interval,
 )
@@ -34,7 +34,6 @@ from marstune.tuning.study.urls import display_url, preflight, redact, resolve_u
 if TYPE_CHECKING:
     import optuna
 
-SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the lock instead of raising "database is locked"
 # Processes opening a fresh database at once race to create its tables; the losers retry.
 SCHEMA_RACE_RETRIES = 5
 # Free bytes below which an SQLite "disk I/O error" on opening is the disk being full.
@@ -61,30 +60,6 @@ def _cannot_open(url: str, exc: BaseException) -> TuneError:
         return DiskFull(full_disk_line(url, exc))
     reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
     return StorageError(f"cannot open storage {display_url(url)}: {reason}")
-
-
-def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine settings: the pool, and on a server a connect and a statement timeout on every
-    connection, so a frozen server costs seconds, not forever (a value given in the URL wins)."""
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    query = parse_qs(urlsplit(url).query)
-    connect: dict[str, Any] = {}
-    if "connect_timeout" not in query:
-        connect["connect_timeout"] = settings.connect_timeout()
-    if url.startswith("postgresql"):
-        # libpq's `options`: a server setting for every session; added to any the URL already gives.
-        given = " ".join(query.get("options", []))
-        if "statement_timeout" not in given:
-            given = f"{given} -c statement_timeout={1000 * settings.statement_timeout()}".strip()
-        connect["options"] = given
-    return {
-        "pool_size": PG_POOL_SIZE,
-        "max_overflow": PG_MAX_OVERFLOW,
-        "pool_pre_ping": True,
-        "pool_recycle": 300,
-        "connect_args": connect,
-    }
 
 
 def open_storage(

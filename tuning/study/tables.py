@@ -13,11 +13,12 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from marstune.tuning.errors import StorageError
 from marstune.tuning.study.outage import Retrier, passing_cause
-from marstune.tuning.study.storage import engine_kwargs
+from marstune.tuning.study.settings import engine_kwargs
 from marstune.tuning.study.urls import display_url, preflight, redact
 
 if TYPE_CHECKING:
@@ -25,9 +26,22 @@ if TYPE_CHECKING:
 
 STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")  # Optuna's TrialState names
 SPEC_ATTR = "spec"  # study system attribute: the resolved spec (kept out of `optuna studies`' user_attrs)
-# trial system attribute: why a FAIL trial failed (study/lifecycle.FailKind); interrupted and
+# trial system attribute: why a FAIL trial failed (FailKind below); interrupted and
 # dead-worker trials are re-run and are not the config's fault, so the failure streak skips them.
 FAIL_KIND_ATTR = "tune:fail_kind"
+
+
+class FailKind(StrEnum):
+    """Why a trial is FAIL (trial system attribute FAIL_KIND_ATTR)."""
+
+    ERROR = "error"  # the configuration or the code failed: counts towards the failure streak
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: re-queued, not the config's fault
+    STALE = "stale"  # its worker stopped sending heartbeats: re-run once by the retry callback
+    SURPLUS = "surplus"  # started under a claim a database restart took away, past the target: dropped
+    DUPLICATE = "duplicate"  # the sampler proposed a configuration the study already has
+    STORAGE = "storage"  # a disk the run writes to was full (study/disk.py): the storage is at fault
+
+
 _INFINITIES = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 
 

@@ -60,7 +60,7 @@ def test_duplicates_and_interrupts_are_not_counted_as_failures(
     from marstune.tuning.cli.status import study_rows
     from marstune.tuning.cli.summary import print_summary
     from marstune.tuning.study import tables
-    from marstune.tuning.study.lifecycle import FailKind
+    from marstune.tuning.study.tables import FailKind
 
     url = f"sqlite:///{tmp_path / 'tune.db'}"
     _study(url, "mixed", [0.2, 0.4])

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from marstune.tuning.study import artifacts, tables
-from marstune.tuning.study.lifecycle import FailKind
+from marstune.tuning.study.tables import FailKind
 from tests.conftest import run_tune
 from tests.tuning.workers_util import (
     HEARTBEAT_ENV,

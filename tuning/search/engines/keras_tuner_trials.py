@@ -34,7 +34,8 @@ from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.search.progress import Progress
 from marstune.tuning.search.tracking import MlflowTracker
 from marstune.tuning.study import artifacts, tables
-from marstune.tuning.study.lifecycle import FailKind, best_trial, counts, finished, worker_name
+from marstune.tuning.study.lifecycle import best_trial, counts, finished, worker_name
+from marstune.tuning.study.tables import FailKind
 from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 ENGINE = "keras-tuner"

@@ -33,8 +33,8 @@ from marstune.tuning.search.objective import TrialContext, evaluate
 from marstune.tuning.study import lifecycle
 from marstune.tuning.study.claim import StudyClaim
 from marstune.tuning.study.disk import full_disk_line
-from marstune.tuning.study.lifecycle import FailKind
 from marstune.tuning.study.settings import grace_period
+from marstune.tuning.study.tables import FailKind
 from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from marstune.tuning.config.spec import Spec, spec_from_stored
 from marstune.tuning.errors import Pruned, redact
 from marstune.tuning.search import failures
 from marstune.tuning.search.objective import TrialContext, evaluate
-from marstune.tuning.study.lifecycle import FailKind, mark_failed
+from marstune.tuning.study.lifecycle import mark_failed
+from marstune.tuning.study.tables import FailKind
 from marstune.tuning.study.trial_attrs import CONFIG_ATTR, stored_attrs
 
 NUMBER_KEY = "_optuna_trial"  # the Optuna trial number, added to the config by the searcher
