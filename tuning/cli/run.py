@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from marstune.tuning.config.spec import Spec
     from marstune.tuning.search.engines import RunOptions
     from marstune.tuning.study.lifecycle import DataInfo
+    from marstune.tuning.workers.pool import Slot
 
 HELP = (
     "Search the space: every trial trains a U-Net and lands in the study storage.\n\n"
@@ -230,12 +231,12 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
     """Optuna trials run in worker processes (recycled every few trials, or several at once); None when
     this process runs the engine itself."""
     import os
-    import time
 
     from marstune.tuning.study.lifecycle import prepare_study
     from marstune.tuning.workers.child import ChildTask
+    from marstune.tuning.workers.local import run_local
     from marstune.tuning.workers.plan import local_plan
-    from marstune.tuning.workers.pool import INTERRUPTED_CODES, deadline_of, run_pool
+    from marstune.tuning.workers.pool import deadline_of
 
     every = trials_per_process(spec)
     plans = local_plan(workers, options.threads, spec.search.engine, recycle=every > 0)
@@ -243,8 +244,6 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         return None
     for note in prepare_study(spec, url, options.data, explicit_target=options.explicit_target):
         stderr(note)
-    _say_workers(url, plans, every)
-    done, target = study_progress(url, spec.study)
     task = ChildTask(
         study=spec.study,
         threads=options.threads,
@@ -253,44 +252,21 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         deadline=deadline_of(spec.search.timeout),
         tensorboard_dir=options.tensorboard_dir,
         parent_pid=os.getpid(),
-        run_started=time.time(),
-        done_at_start=done,
         mlflow=options.mlflow,
     )
-    from marstune.tuning.cli.summary import print_workers
+    code, slots = run_local(url, plans, task, epochs=spec.train.epochs)
+    return pool_ended(url, spec.study, code, slots)
 
-    code, slots = run_pool(spec.study, url, plans, task, target=target, epochs=spec.train.epochs)
-    print_workers(url, spec.study, slots)
+
+def pool_ended(url: str, study: str, code: int, slots: list[Slot]) -> int:
+    """After a local pool: the workers' table, and how to go on when a signal stopped them (once)."""
+    from marstune.tuning.cli.summary import print_workers
+    from marstune.tuning.workers.pool import INTERRUPTED_CODES
+
+    print_workers(url, study, slots)
     if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
         stderr(INTERRUPTED_RUN)
     return code
-
-
-def _say_workers(url: str, plans: list, every: int) -> None:  # type: ignore[type-arg]
-    from marstune.tuning.study.urls import display_url
-
-    gpus = ", ".join(f"w{p.index}: GPU {p.gpus}" for p in plans if p.gpus is not None) or "no GPU"
-    recycling = f", a fresh process every {every} trials" if every else ""
-    many = "s" if len(plans) > 1 else ""
-    where = f"{display_url(url)} ({gpus}{recycling})"
-    stderr(f"[tune] {len(plans)} worker{many} x {plans[0].threads} threads on {where}")
-
-
-def finished_trials(url: str, study: str) -> int:
-    """Complete + pruned trials of the study now (the run's pace is measured from here)."""
-    return study_progress(url, study)[0]
-
-
-def study_progress(url: str, study: str) -> tuple[int, int]:
-    """The study's complete + pruned trials now, and its target (the live bar's total)."""
-    from marstune.tuning.study import tables
-    from marstune.tuning.study.lifecycle import TARGET_ATTR
-
-    with tables.reading(url) as conn:
-        sid = tables.study_id(conn, study)
-        states = tables.state_counts(conn, sid)
-        target = tables.study_user_attrs(conn, sid).get(TARGET_ATTR, 0)
-    return states["complete"] + states["pruned"], int(target)
 
 
 def trials_per_process(spec: Spec) -> int:

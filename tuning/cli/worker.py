@@ -58,14 +58,8 @@ def worker(
     import os
     import time
 
-    from marstune.tuning.cli.run import (
-        _say_workers,
-        finished_trials,
-        resume_stopped,
-        study_progress,
-        trials_per_process,
-    )
-    from marstune.tuning.cli.summary import print_summary, print_workers
+    from marstune.tuning.cli.run import pool_ended, resume_stopped, trials_per_process
+    from marstune.tuning.cli.summary import print_summary
     from marstune.tuning.config.spec import DEFAULTS, check_study_name, study_spec
     from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
@@ -74,8 +68,9 @@ def worker(
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.urls import resolve_url
     from marstune.tuning.workers.child import ChildTask
+    from marstune.tuning.workers.local import run_local
     from marstune.tuning.workers.plan import local_plan
-    from marstune.tuning.workers.pool import INTERRUPTED_CODES, deadline_of, run_pool
+    from marstune.tuning.workers.pool import deadline_of
 
     started = time.time()
     show_everything(verbose)
@@ -92,7 +87,6 @@ def worker(
         board = str(Path("studies") / name / "tensorboard") if tensorboard else None
         plans = local_plan(workers, threads, "optuna", recycle=every > 0)
         if plans is not None:
-            _say_workers(url, plans, every)
             task = ChildTask(
                 study=name,
                 threads=threads,
@@ -102,15 +96,10 @@ def worker(
                 deadline=deadline_of(stored.search.timeout),
                 tensorboard_dir=board,
                 parent_pid=os.getpid(),
-                run_started=started,
-                done_at_start=finished_trials(url, name),
                 mlflow=mlflow,
             )
-            target = study_progress(url, name)[1]
-            code, slots = run_pool(name, url, plans, task, target=target, epochs=stored.train.epochs)
-            print_workers(url, name, slots)
-            if code in INTERRUPTED_CODES:  # the workers stopped cleanly; say how to go on, once
-                stderr(INTERRUPTED_RUN)
+            code, slots = run_local(url, plans, task, epochs=stored.train.epochs, started=started)
+            code = pool_ended(url, name, code, slots)
         else:
             options = OptunaOptions(
                 threads=threads,
