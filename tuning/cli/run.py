@@ -231,7 +231,9 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
     """Optuna trials run in worker processes (recycled every few trials, or several at once); None when
     this process runs the engine itself."""
     import os
+    from dataclasses import replace
 
+    from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.study.lifecycle import prepare_study
     from marstune.tuning.workers.child import ChildTask
     from marstune.tuning.workers.local import run_local
@@ -244,16 +246,12 @@ def _run_local_pool(spec: Spec, url: str, options: RunOptions, workers: int | No
         return None
     for note in prepare_study(spec, url, options.data, explicit_target=options.explicit_target):
         stderr(note)
-    task = ChildTask(
-        study=spec.study,
-        threads=options.threads,
-        quiet=options.quiet,
-        max_trials=every,
-        deadline=deadline_of(spec.search.timeout),
-        tensorboard_dir=options.tensorboard_dir,
-        parent_pid=os.getpid(),
-        mlflow=options.mlflow,
+    assert isinstance(options, OptunaOptions)  # local_plan plans workers for the optuna engine only
+    # The children join the study this process prepared, with its stored spec.
+    joining = replace(
+        options, create=False, data=None, max_trials=every, deadline=deadline_of(spec.search.timeout)
     )
+    task = ChildTask(spec.study, joining, parent_pid=os.getpid())
     code, slots = run_local(url, plans, task, epochs=spec.train.epochs)
     return pool_ended(url, spec.study, code, slots)
 

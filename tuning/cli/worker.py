@@ -86,29 +86,21 @@ def worker(
         threads = threads or stored.train.threads
         board = str(Path("studies") / name / "tensorboard") if tensorboard else None
         plans = local_plan(workers, threads, "optuna", recycle=every > 0)
+        options = OptunaOptions(
+            threads=threads,
+            quiet=quiet,
+            tensorboard_dir=board,
+            create=False,
+            data_path=str(data) if data else None,
+            mlflow=mlflow,
+            max_trials=every if plans is not None else 0,
+            deadline=deadline_of(stored.search.timeout) if plans is not None else None,
+        )
         if plans is not None:
-            task = ChildTask(
-                study=name,
-                threads=threads,
-                quiet=quiet,
-                data_path=str(data) if data else None,
-                max_trials=every,
-                deadline=deadline_of(stored.search.timeout),
-                tensorboard_dir=board,
-                parent_pid=os.getpid(),
-                mlflow=mlflow,
-            )
+            task = ChildTask(name, options, parent_pid=os.getpid())
             code, slots = run_local(url, plans, task, epochs=stored.train.epochs, started=started)
             code = pool_ended(url, name, code, slots)
         else:
-            options = OptunaOptions(
-                threads=threads,
-                quiet=quiet,
-                tensorboard_dir=board,
-                create=False,
-                data_path=str(data) if data else None,
-                mlflow=mlflow,
-            )
             engine.run(engine.placeholder_spec(name), url, options)
             code = 0
     if code and not quiet:

@@ -19,6 +19,8 @@ import sys
 from dataclasses import asdict, dataclass
 
 from marstune.tuning.errors import Interrupted, describe, exit_code
+from marstune.tuning.search.engines import OptunaOptions
+from marstune.tuning.study.lifecycle import DataInfo
 
 # A worker's exit code after `max_trials` when the study is not done: start a fresh one in its place.
 # TensorFlow keeps ~40-60 MB of every fitted model after clear_session (bench/memory.py), so a process
@@ -29,22 +31,26 @@ MODULE = "marstune.tuning.workers.child"
 
 @dataclass(frozen=True)
 class ChildTask:
-    """Everything a child needs besides the storage URL."""
+    """Everything a child needs besides the storage URL: the study, the engine's own options (one
+    owner: a new run option reaches the children without an edit here) and the parent to die with."""
 
     study: str
-    threads: int
-    quiet: bool = False
-    data_path: str | None = None  # this node's copy of the study's data
-    max_trials: int = 0  # exit RECYCLE_EXIT after this many trials (0: run to the target)
-    deadline: float | None = None  # epoch seconds: the run's end, the same for every replacement
-    tensorboard_dir: str | None = None
+    options: OptunaOptions  # create=False: the child joins the study with its stored spec
     parent_pid: int = 0  # the child stops when this process dies
-    run_started: float | None = None  # the run's start and the study's finished trials then: progress
-    done_at_start: int | None = None  # times the run, not each recycled process
-    mlflow: str | None = None  # --mlflow URI (a tracking server's address; not the study's password)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-P", "-m", MODULE, json.dumps(asdict(self))]
+        return [sys.executable, "-P", "-m", MODULE, self.to_json()]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildTask:
+        raw = json.loads(text)
+        given = raw["options"]
+        data = given.pop("data", None)
+        options = OptunaOptions(**given, data=DataInfo(**data) if data is not None else None)
+        return cls(study=raw["study"], options=options, parent_pid=raw["parent_pid"])
 
 
 def die_with_parent(parent: int) -> None:
@@ -65,27 +71,14 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    task = ChildTask(**json.loads(argv[0]))
+    task = ChildTask.from_json(argv[0])
     die_with_parent(task.parent_pid)
     signal.signal(signal.SIGTERM, _raise_interrupted)  # until the engine installs its own handlers
-    from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
     from marstune.tuning.study.urls import resolve_url
 
-    options = OptunaOptions(
-        threads=task.threads,
-        quiet=task.quiet,
-        tensorboard_dir=task.tensorboard_dir,
-        create=False,
-        data_path=task.data_path,
-        max_trials=task.max_trials,
-        deadline=task.deadline,
-        run_started=task.run_started,
-        done_at_start=task.done_at_start,
-        mlflow=task.mlflow,
-    )
     try:
-        summary = engine.run(engine.placeholder_spec(task.study), resolve_url(None), options)
+        summary = engine.run(engine.placeholder_spec(task.study), resolve_url(None), task.options)
     except BaseException as exc:  # the boundary of this process: one line and an exit code
         line = describe(exc)
         if line is None and not isinstance(exc, KeyboardInterrupt):

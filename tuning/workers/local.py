@@ -39,8 +39,9 @@ def run_local(
 ) -> tuple[int, list[Slot]]:
     """Run `task` in the planned worker processes until the study reaches its target (or they stop):
     the exit code and the places, as run_pool returns them. `started`: the command's start (now)."""
-    print(describe(url, plans, task.max_trials), file=sys.stderr, flush=True)
+    print(describe(url, plans, task.options.max_trials), file=sys.stderr, flush=True)
     done, target = study_progress(url, task.study)
     begun = started if started is not None else time.time()
-    task = dataclasses.replace(task, run_started=begun, done_at_start=done)
+    options = dataclasses.replace(task.options, run_started=begun, done_at_start=done)
+    task = dataclasses.replace(task, options=options)
     return run_pool(task.study, url, plans, task, target=target, epochs=epochs)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from rich.console import Console
@@ -175,13 +175,14 @@ def run_pool(
     slots = [Slot(plan) for plan in plans]
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     bar = None
-    if target and LiveBar.wanted(console, task.quiet):
-        bar = LiveBar(console, Eta(target, epochs, task.run_started, task.done_at_start), study)
+    options = task.options
+    if target and LiveBar.wanted(console, options.quiet):
+        bar = LiveBar(console, Eta(target, epochs, options.run_started, options.done_at_start), study)
     screen = _Screen(bar)
     with _Forwarder() as forward, bar or nullcontext():
         threads = []
         for slot in slots:
-            child = ChildTask(**{**task.__dict__, "threads": slot.plan.threads})
+            child = replace(task, options=replace(task.options, threads=slot.plan.threads))
             prefix = f"[w{slot.plan.index}] " if len(plans) > 1 else ""
             env = {**child_env(slot.plan, storage_url), EVENTS_ENV: "1"}
             args = (slot, forward, child, env, prefix, screen)

@@ -65,6 +65,7 @@ def test_failures_are_counted_in_the_study_across_recycled_processes(tmp_path: P
     """Every trial fails; workers are recycled every 3 trials. Before, each fresh process counted from 0
     and the study never stopped; now the study's own streak stops the pool at 10 failures."""
     from marstune.tuning.config.spec import load_spec
+    from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.study.lifecycle import DataInfo, prepare_study
     from marstune.tuning.workers.child import ChildTask
     from marstune.tuning.workers.plan import WorkerPlan
@@ -78,7 +79,10 @@ def test_failures_are_counted_in_the_study_across_recycled_processes(tmp_path: P
     )
     prepare_study(spec, url, DataInfo(source="none", fingerprint="none"))
     code, slots = run_pool(
-        "doomed", url, [WorkerPlan(0, 1, None)], ChildTask("doomed", 1, True, max_trials=3)
+        "doomed",
+        url,
+        [WorkerPlan(0, 1, None)],
+        ChildTask("doomed", OptunaOptions(threads=1, quiet=True, create=False, max_trials=3)),
     )
     assert code == 1
     assert len(slots[0].pids) == 4  # 3 + 3 + 3 trials, then the 4th process meets the streak

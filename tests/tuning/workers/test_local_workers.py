@@ -12,6 +12,7 @@ import pytest
 from marstune.tuning.cli.run import trials_per_process
 from marstune.tuning.config.spec import load_spec
 from marstune.tuning.errors import SpecError, StorageError, UsageError
+from marstune.tuning.search.engines import OptunaOptions
 from marstune.tuning.study.storage import grace_period, heartbeat_interval
 from marstune.tuning.workers.child import MODULE, ChildTask
 from marstune.tuning.workers.plan import (
@@ -95,11 +96,14 @@ def test_only_keras_trials_recycle_their_process() -> None:
 
 def test_children_get_the_storage_through_the_environment_not_argv() -> None:
     plan = WorkerPlan(index=1, threads=1, gpus="1")
-    task = ChildTask(study="unet-mars", threads=1, quiet=True, max_trials=5, deadline=1234.5, parent_pid=7)
+    options = OptunaOptions(
+        threads=1, quiet=True, create=False, max_trials=5, deadline=1234.5, mlflow="http://m"
+    )
+    task = ChildTask("unet-mars", options, parent_pid=7)
     args = task.argv()
     # Its own entry point, never `tune worker` with hidden flags; -P keeps the working folder off sys.path.
     assert args[1:4] == ["-P", "-m", MODULE] and len(args) == 5
-    assert ChildTask(**__import__("json").loads(args[4])) == task  # the whole task, and only it
+    assert ChildTask.from_json(args[4]) == task  # the whole task, and only it
     assert not any("S3cretPw" in a or "postgresql" in a for a in args)  # `ps` shows argv
     env = child_env(plan, URL, base={"PATH": "/bin"})
     assert env["TUNE_STORAGE"] == URL and env["CUDA_VISIBLE_DEVICES"] == "1"

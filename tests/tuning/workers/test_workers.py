@@ -197,6 +197,7 @@ def test_a_recycled_run_draws_the_same_configurations_as_the_same_command(tmp_pa
     import json
     import subprocess
 
+    from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.workers.child import RECYCLE_EXIT, ChildTask
 
     proposed = []
@@ -204,7 +205,7 @@ def test_a_recycled_run_draws_the_same_configurations_as_the_same_command(tmp_pa
         url = f"sqlite:///{tmp_path / copy}.db"
         create_study(write_spec(tmp_path, study="seeded", trials=6, epochs=1), url)
         for _ in range(2):  # what the pool does for a one-worker `tune run`: two processes in turn
-            task = ChildTask(study="seeded", threads=1, quiet=True, max_trials=3)
+            task = ChildTask("seeded", OptunaOptions(threads=1, quiet=True, create=False, max_trials=3))
             child = subprocess.run(
                 task.argv(), env=tune_env(url), capture_output=True, text=True, cwd=tmp_path
             )
