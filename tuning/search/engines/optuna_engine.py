@@ -132,11 +132,12 @@ def _run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                             time.sleep(POLL_SECONDS)
                         continue
                     objective.begin(claim, lifecycle.finished(c), goal)
-                    run_trial(study, objective)
-                if objective.kept:
+                    outcome = run_trial(study, objective)
+                if outcome.kept:
                     keeper.prune(study._storage)  # noqa: SLF001 - back to the top K kept models
-                study.sampler.redraw = objective.duplicate  # type: ignore[attr-defined] - RedrawSampler
-                if objective.duplicate:
+                duplicate = outcome.kind == "duplicate"
+                study.sampler.redraw = duplicate  # type: ignore[attr-defined] - RedrawSampler
+                if duplicate:
                     duplicates += 1
                     if duplicates >= MAX_DUPLICATES_IN_A_ROW:
                         progress.note(
@@ -146,10 +147,10 @@ def _run(spec: Spec, storage_url: str, options: OptunaOptions) -> RunSummary:
                         break
                     continue
                 duplicates = 0
-                if objective.surplus:
+                if outcome.kind == "surplus":
                     continue
                 ran += 1
-                if objective.failed:
+                if outcome.kind == "failed":
                     failed += 1
                     failures.check(study)
         except KeyboardInterrupt:

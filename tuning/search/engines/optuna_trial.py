@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -94,8 +94,17 @@ class Goal:
     url: str
 
 
-def run_trial(study: optuna.Study, objective: _Objective) -> None:
-    """Ask (the claim is held), run the objective with heartbeats, tell; see `_Objective` for outcomes."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial this worker ran ended, for the worker loop (optuna_engine)."""
+
+    kind: Literal["complete", "pruned", "failed", "duplicate", "surplus", "reaped"]
+    reason: str = ""  # failed: why (its fail_reason)
+    kept: bool = False  # complete: its model was kept, so the study is pruned back to the top K
+
+
+def run_trial(study: optuna.Study, objective: _Objective) -> Outcome:
+    """Ask (the claim is held), run the objective with heartbeats, tell; how the trial ended."""
     with warnings.catch_warnings():  # "heartbeat ... supposed to be used with Study.optimize": ours beats
         warnings.simplefilter("ignore", UserWarning)
         trial = study.ask()
@@ -128,11 +137,13 @@ def run_trial(study: optuna.Study, objective: _Objective) -> None:
     if error is not None:
         raise error
     objective.stop_if_no_room(trial.number)
+    assert objective.outcome is not None, "every trial that ends without raising records its outcome"
+    return objective.outcome
 
 
 class _Objective:
-    """Params from the space, context for `evaluate`, reasons into user attributes; the outcome of the
-    last trial in `failed` (its reason), `duplicate`, `surplus` and `reaped`."""
+    """Params from the space, context for `evaluate`, reasons into user attributes; how the trial ended
+    in `outcome` (Optuna's objective returns only the value), which run_trial returns."""
 
     def __init__(
         self,
@@ -147,18 +158,16 @@ class _Objective:
         self.spec, self.progress, self.options = spec, progress, options
         self.stops, self.reaper, self.keeper, self.tracker = stops, reaper, keeper, tracker
         self.run_id: str | None = None  # the trial's MLflow run
-        self.kept = False  # the last trial kept its model: the study is pruned back to the top K
         self.worker = lifecycle.worker_name()
         self.claim: StudyClaim | None = None
         self.goal: Goal | None = None
         self.done = 0
-        self.failed = ""
-        self.duplicate = self.surplus = self.reaped = False
+        self.outcome: Outcome | None = None
         self.current: int | None = None  # the trial id in flight, for a re-queue after an interrupt
 
     def begin(self, claim: StudyClaim, done: int, goal: Goal) -> None:
         self.claim, self.done, self.goal = claim, done, goal
-        self.failed, self.duplicate, self.surplus, self.reaped, self.kept = "", False, False, False, False
+        self.outcome = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         assert self.claim is not None
@@ -167,7 +176,7 @@ class _Objective:
         frozen = trial.study._storage.get_trial(trial._trial_id)  # noqa: SLF001 - Trial hides system attrs
         queued = lifecycle.ENQUEUED_AS in frozen.user_attrs
         if not held and not queued and self._past_target(trial):
-            self.surplus = True
+            self.outcome = Outcome("surplus")
             reason = "started while a database restart took the study claim away; the target is covered"
             self._fail(trial, FailKind.SURPLUS, reason)
             raise TrialFailed("surplus")
@@ -184,7 +193,7 @@ class _Objective:
         elif not queued:
             same = lifecycle.duplicates_of(trial.study, params, trial.number)
             if same is not None:  # sampled, not queued: a repeat would only cost a trial's compute
-                self.duplicate = True
+                self.outcome = Outcome("duplicate")
                 self._fail(trial, FailKind.DUPLICATE, f"duplicate of trial {same}; the sampler drew again")
                 raise TrialFailed("duplicate")
         best = lifecycle.best_trial(trial.study)
@@ -215,6 +224,7 @@ class _Objective:
             self._attrs(trial, ctx.attrs, started)
             self._track("pruned", None, epochs=ctx.attrs.get("epoch_log"))
             self.progress.trial_finished(trial.number, "pruned", None)
+            self.outcome = Outcome("pruned")
             raise optuna.TrialPruned(str(exc)) from None
         except (FatalError, UpdateFinished):
             raise
@@ -231,12 +241,13 @@ class _Objective:
             self._attrs(trial, ctx.attrs, started)
             self._fail(trial, FailKind.ERROR, reason)
             self._track("failed", None, epochs=ctx.attrs.get("epoch_log"))
-            self.failed = reason
+            self.outcome = Outcome("failed", reason)
             self.progress.trial_finished(trial.number, "failed", None, reason)
             raise TrialFailed(reason) from None
         self._attrs(trial, ctx.attrs, started)
         self._track("complete", value, self.keeper.file, epochs=ctx.attrs.get("epoch_log"))
-        self.kept = self.keeper.store(trial) is not None  # linked while the trial still runs
+        kept = self.keeper.store(trial) is not None  # linked while the trial still runs
+        self.outcome = Outcome("complete", kept=kept)
         self.progress.trial_finished(trial.number, "complete", value)
         self.current = None
         return value
@@ -260,7 +271,7 @@ class _Objective:
 
     def dropped(self, number: int, value: float | None) -> None:
         """The trial was failed by a live peer (its heartbeats stopped reaching the storage): one line."""
-        self.reaped, self.current = True, None
+        self.outcome, self.current = Outcome("reaped"), None
         result = "" if value is None else f" (value {value:.4f})"
         self.progress.note(
             f"trial {number}: another worker failed it as stale while this one ran it (no heartbeat reached "
