@@ -94,7 +94,7 @@ ResumeFailedOpt = Annotated[
         metavar="TRIAL",
         min=0,
         help="Continue a study that stopped because its last trials failed, once the cause is fixed: "
-        "TRIAL is the newest failed trial, as the stop message names it. A new failure streak starts; "
+        "TRIAL is a failed trial of that stop, as the stop message names it. A new failure streak starts; "
         "the same flag does not resume a later stop, so a restarted worker cannot loop.",
     ),
 ]

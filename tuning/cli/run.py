@@ -110,6 +110,7 @@ def run(
     from marstune.tuning.errors import UsageError
     from marstune.tuning.search.engines import ENGINES, check_pair, check_space_for, load_engine
     from marstune.tuning.search.samplers import check_pruner, check_sampler
+    from marstune.tuning.study.artifacts import check_folder, default_folder
     from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.hints import repeated_flags
     from marstune.tuning.study.lifecycle import check_joinable
@@ -148,6 +149,9 @@ def run(
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     probe(url)
     check_joinable(resolved, url)  # a refused join prints only the refusal: before the data and the spec
+    if resolved.objective.kind == "unet":  # the others train no model to keep
+        kept_in = resolved.search.artifacts or default_folder(resolved.study)
+        check_folder(kept_in, resolved.search.keep_models)
     if mlflow:  # likewise the tracking server
         from marstune.tuning.search.tracking import MlflowTracker
 

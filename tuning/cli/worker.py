@@ -64,6 +64,7 @@ def worker(
     from marstune.tuning.search.engines import OptunaOptions
     from marstune.tuning.search.engines import optuna_engine as engine
     from marstune.tuning.study import tables
+    from marstune.tuning.study.artifacts import ARTIFACTS_ATTR, check_folder
     from marstune.tuning.study.disk import full_disk_named
     from marstune.tuning.study.settings import check_all
     from marstune.tuning.study.urls import resolve_url
@@ -78,7 +79,11 @@ def worker(
     name, url = check_study_name(DEFAULTS["study"] if study is None else study), resolve_url(storage)
     check_all()  # $TUNE_DB_* and heartbeat settings: a typo is told here, not by every worker
     with tables.reading(url) as conn:  # one clear error for a missing study, or one of another engine
-        stored = study_spec(name, tables.study_spec_raw(conn, tables.study_id(conn, name)))
+        sid = tables.study_id(conn, name)
+        stored = study_spec(name, tables.study_spec_raw(conn, sid))
+        kept_in = tables.study_system_attrs(conn, sid).get(ARTIFACTS_ATTR)
+    if kept_in and stored.objective.kind == "unet":  # this node must reach the study's shared folder
+        check_folder(kept_in, stored.search.keep_models)
     if resume_failed is not None:
         resume_stopped(url, name, resume_failed)
     with full_disk_named(url):  # a full disk in this process (the pool's own reads): one line

@@ -7,7 +7,7 @@ interrupted, that duplicated another, that a database restart made surplus or th
 (FailKind.STORAGE) are neither failures of a configuration nor successes: they neither count nor break
 the streak.
 
-A stopped study goes on only when a person says so: `--resume-failed N` (N, the newest failed trial,
+A stopped study goes on only when a person says so: `--resume-failed N` (N, a failed trial of the stop,
 is named in the stop message) starts a new streak. Restarting the same worker command does not, so a
 supervisor's restart loop cannot burn compute on a cause nobody fixed.
 """
@@ -43,17 +43,19 @@ def trial_counts(conn: sqlalchemy.Connection, sid: int) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Streak:
-    """The failures in a row at the newest end of the study: how many, the newest reason and the number
-    of the newest failed trial (what `--resume-failed` names, so a resume is tied to one stop)."""
+    """The failures in a row at the newest end of the study: how many, the newest reason, the number of
+    the newest failed trial (what the stop message names) and every failed trial's number in it: each
+    worker that stops names the newest it saw, and any of them ties `--resume-failed` to this stop."""
 
     count: int
     reason: str
     last_failed: int | None
+    numbers: tuple[int, ...] = ()
 
 
 def streak(recent: list[tuple[int, str, str | None, str | None]]) -> Streak:
     """The streak from (number, state, fail kind, reason) rows, newest first."""
-    count, reason, last = 0, "", None
+    count, reason, last, numbers = 0, "", None, []
     for number, state, kind, why in recent:
         if state != "FAIL":
             break
@@ -62,7 +64,8 @@ def streak(recent: list[tuple[int, str, str | None, str | None]]) -> Streak:
         count += 1
         reason = reason or (why or "no reason recorded")
         last = number if last is None else last
-    return Streak(count, reason, last)
+        numbers.append(number)
+    return Streak(count, reason, last, tuple(numbers))
 
 
 def read_streak(conn: sqlalchemy.Connection, sid: int) -> Streak:
@@ -123,14 +126,15 @@ def resume(study: optuna.Study, last_failed: int) -> str:
     if found.count < MAX_FAILS_IN_A_ROW:
         name = study.study_name
         return f"--resume-failed {last_failed}: study {name!r} is not stopped on failures; nothing to resume"
-    if found.last_failed != last_failed:
+    if last_failed not in found.numbers:  # another worker's stop line may name an earlier one of them
         raise UsageError(
-            f"--resume-failed {last_failed}: the failures that stopped study {study.study_name!r} end at "
-            f"trial {found.last_failed}, not {last_failed}; fix their cause ({found.reason}), then pass "
-            f"--resume-failed {found.last_failed}"
+            f"--resume-failed {last_failed}: trial {last_failed} is not among the failures that stopped "
+            f"study {study.study_name!r} (trials {min(found.numbers)}..{found.last_failed}); fix their cause "
+            f"({found.reason}), then pass --resume-failed {found.last_failed}"
         )
     study._storage.set_study_system_attr(sid, STREAK_START_ATTR, last_id)  # noqa: SLF001
     return (
-        f"study {study.study_name!r}: resumed after {found.count} failed trials (the newest {last_failed}); "
-        f"a new streak starts, and {MAX_FAILS_IN_A_ROW} more failures in a row stop it again"
+        f"study {study.study_name!r}: resumed after {found.count} failed trials (the newest "
+        f"{found.last_failed}); a new streak starts, and {MAX_FAILS_IN_A_ROW} more failures in a row stop "
+        "it again"
     )

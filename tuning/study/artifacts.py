@@ -47,6 +47,15 @@ def store_at(folder: str | Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(Path(folder))
 
 
+def check_folder(folder: str | Path, keep_models: int) -> None:
+    """Before any trial trains: the kept models' folder can be made and written (a file in its path, a
+    read-only mount or a missing shared path is one line now, not a traceback after the first trial)."""
+    from marstune.tuning.outputs import check_folder_output
+
+    if keep_models > 0:
+        check_folder_output(Path(folder), flag="search.artifacts (the kept models' folder)")
+
+
 def folder_of(study: optuna.Study) -> Path:
     """The study's artifacts folder, recorded at creation (older studies: the default, recorded now)."""
     storage, sid = study._storage, study._study_id  # noqa: SLF001 - Study hides its storage and id

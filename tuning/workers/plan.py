@@ -69,12 +69,25 @@ def local_plan(
     return plan_workers(count, threads, gpu_ids) if count > 1 or recycle else None
 
 
+# Each worker is a process with its own Python and TensorFlow (~0.5 GB): a few per core keep an analytic
+# or I/O-bound study busy; past this many a typo (`--workers 100000`) would fork the machine to a halt.
+MAX_WORKERS_PER_CORE = 8
+
+
 def plan_workers(
     workers: int, threads: int, gpu_ids: Sequence[str], cores: int | None = None
 ) -> list[WorkerPlan]:
     """Threads and GPUs of each child: K x threads <= cores unless --threads says otherwise."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
+    cores = cores or os.cpu_count() or 1
+    most = max(MAX_WORKERS_PER_CORE * cores, len(gpu_ids))
+    if workers > most:
+        raise UsageError(
+            f"--workers {workers}: at most {most} on this machine ({MAX_WORKERS_PER_CORE} per CPU core, "
+            f"{cores} cores; each worker is a process of its own); for more, start `tune worker` on other "
+            "machines against the same --storage"
+        )
     per_worker = choose_threads(threads, workers, cores)
     plans = []
     for k in range(workers):

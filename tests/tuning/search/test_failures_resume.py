@@ -50,7 +50,7 @@ def test_a_stopped_study_resumes_only_with_the_stop_it_names(tmp_path: Path) -> 
     worker = run_tune("worker", "--study", "flaky", "--storage", url, "-q", cwd=tmp_path)
     _error_line(worker, "--resume-failed 10")
     assert len(_trials(url, "flaky")) == 11
-    _error_line(run_tune(*run, "--resume-failed", "7", cwd=tmp_path), "end at trial 10, not 7")
+    _error_line(run_tune(*run, "--resume-failed", "0", cwd=tmp_path), "not among", "(trials 1..10)")
     assert len(_trials(url, "flaky")) == 11
 
     # the person fixed the cause and says so: a new streak starts, until the next stop (12..21)
@@ -62,7 +62,8 @@ def test_a_stopped_study_resumes_only_with_the_stop_it_names(tmp_path: Path) -> 
 
     # a restart loop that kept the old flag cannot resume the new stop: no compute is burnt
     for again in (run, ("worker", "--study", "flaky", "--storage", url, "-q")):
-        _error_line(run_tune(*again, "--resume-failed", "10", cwd=tmp_path), "end at trial 21, not 10")
+        again_result = run_tune(*again, "--resume-failed", "10", cwd=tmp_path)
+        _error_line(again_result, "(trials 12..21)", "pass --resume-failed 21")
     assert len(_trials(url, "flaky")) == 22
 
     # a worker may resume too; the study then reaches its target
@@ -127,3 +128,17 @@ def test_a_warm_start_from_a_study_of_only_its_baseline_says_so(tmp_path: Path) 
     assert made.returncode == 0, made.stderr
     assert "0 of its best configurations queued" in made.stderr, made.stderr
     assert "none: those of one that lie in the new space are the baseline" in made.stderr, made.stderr
+
+
+def test_any_failure_of_the_stop_resumes_it(tmp_path: Path) -> None:
+    """With several workers each stop line names the newest failure its worker saw (10 on one, 11 on
+    another): any trial of the stopping streak resumes it, and only that stop."""
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    spec = write_spec(tmp_path, study="two", trials=14, epochs=1, fail_trials=list(range(1, 11)))
+    run = ("run", "--spec", str(spec), "--storage", url, "-q")
+    assert tune_in_process(*run, cwd=tmp_path).returncode == 1
+    resumed = tune_in_process(*run, "--resume-failed", "9", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed after 10 failed trials (the newest 10)" in resumed.stderr, resumed.stderr[-3000:]
+    states = [t.state for t in _trials(url, "two")]
+    assert states.count(TrialState.COMPLETE) == 14 and states.count(TrialState.FAIL) == 10

@@ -20,6 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from marstune.tuning.errors import StorageError
 from marstune.tuning.study.storage import open_storage
 from marstune.tuning.study.trial_attrs import trial_config
 from tests.conftest import REPO, run_tune
@@ -247,6 +248,14 @@ def test_an_interrupted_run_resumes(cluster: RayCluster, tmp_path: Path) -> None
     assert (run_dir / "tune-finished").exists()
 
 
+def _running(url: str) -> int:
+    """Trials running now; 0 while the run is still creating the database or the study."""
+    try:
+        return sum(t.state == TrialState.RUNNING for t in trials(url))
+    except (KeyError, StorageError):  # KeyError: Optuna's "Record does not exist" (no study yet)
+        return 0
+
+
 def _complete(url: str) -> int:
     """Completed trials so far, read without creating anything: the run may be creating the tables now."""
     from marstune.tuning.errors import StorageError
@@ -294,7 +303,7 @@ def test_a_worker_node_lost_mid_study_leaves_stdout_to_the_json(tmp_path: Path) 
         )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
-            if (tmp_path / "t.db").exists() and sum(t.state == TrialState.RUNNING for t in trials(url)) == 2:
+            if _running(url) == 2:
                 time.sleep(5)  # one slot per node: a trial trains on each
                 break
             time.sleep(1)
