@@ -60,6 +60,7 @@ def export_best(
     ] = None,
     threads: ThreadsOpt = 0,
 ) -> None:
+    import hashlib
     import json
     import tempfile
 
@@ -119,8 +120,10 @@ def export_best(
             path.parent.mkdir(exist_ok=True)  # the default studies/ folder, made only when there is a result
         _refuse_non_export(path, flag)  # again: a re-check takes long, and another hand may have written it
         if model is not None:  # the trial's own best-epoch weights (at the re-check budget if re-checked)
+            weights = model.read_bytes()
             exported["model"] = model_path.name
-            replace_atomically(model_path, lambda tmp: tmp.write_bytes(model.read_bytes()), inputs=inputs)
+            exported["model_sha256"] = hashlib.sha256(weights).hexdigest()  # pix2pix checks it is this file
+            replace_atomically(model_path, lambda tmp: tmp.write_bytes(weights), inputs=inputs)
         write_atomically(path, yaml.safe_dump(exported, sort_keys=False), inputs=inputs)
         if model is None and earlier_model is not None:  # it belonged to the export just replaced
             earlier_model.unlink(missing_ok=True)

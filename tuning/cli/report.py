@@ -102,6 +102,7 @@ def _report(
     import json
 
     from marstune.tuning.config.spec import check_study_name
+    from marstune.tuning.errors import StorageError
     from marstune.tuning.report.build import build, check_outputs, default_out
     from marstune.tuning.study.artifacts import best_kept
     from marstune.tuning.study.storage import load_study
@@ -112,7 +113,12 @@ def _report(
     target = out or default_out(name)
     database = sqlite_files(url)
     check_outputs(target, database)  # all of them, before any training
-    if examples and best_kept(url, name) is not None:
+    try:
+        kept = best_kept(url, name) if examples else None
+    except StorageError as exc:  # missing, changed or replaced: the examples retrain instead
+        kept = None
+        stderr(f"example predictions: {str(exc).split('; ')[0]}; the best configuration is retrained instead")
+    if kept is not None:
         stderr("example predictions: the best trial's own kept model")
     elif examples:
         stderr(

@@ -200,11 +200,12 @@ def _warm_start(spec: Spec, url: str, options: RunOptions, old: str) -> None:
         raise UsageError(
             "--warm-start-from needs the optuna or ray engine: Keras Tuner's oracle picks every trial"
         )
-    if continues(spec, url, check_study_name(old)):
+    old = check_study_name(old, "--warm-start-from")
+    if continues(spec, url, old):
         return
     storage = open_storage(url, create=True)
     try:
-        for note in warm_start(spec, storage, url, check_study_name(old), options.data):
+        for note in warm_start(spec, storage, url, old, options.data):
             stderr(note)
     finally:
         storage.engine.dispose()
@@ -277,10 +278,9 @@ def trials_per_process(spec: Spec) -> int:
 
 
 def ray_options(address: str | None, cpus: float, gpus: float) -> dict[str, object]:
-    from marstune.tuning.errors import UsageError
+    from marstune.tuning.search.engines import check_trial_resources
 
-    if cpus <= 0 or gpus < 0:
-        raise UsageError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got {cpus:g} and {gpus:g}")
+    check_trial_resources(cpus, gpus)
     return {"address": address, "cpus_per_trial": cpus, "gpus_per_trial": gpus}
 
 

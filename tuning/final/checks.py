@@ -22,7 +22,8 @@ from marstune.tuning.constants import CLASS_NAMES
 from marstune.tuning.errors import SpecError
 
 # The top-level keys of an export: what study/export.best_export writes, and what `tune export-best`
-# adds (`model`: the kept model beside the file; `recheck`: the re-check's candidates).
+# adds (`model`: the kept model beside the file, `model_sha256` its digest; `recheck`: the re-check's
+# candidates).
 TOP_KEYS = (
     "kind",
     "format",
@@ -39,6 +40,7 @@ TOP_KEYS = (
     "packages",
     "exported_at",
     "model",
+    "model_sha256",
     "recheck",
 )
 DATA_KEYS = ("path", "source", "fingerprint", "synthetic")
@@ -99,8 +101,9 @@ def check_values(raw: Mapping[str, Any], path: Path) -> None:
         raise SpecError(f"--config {path}: `data` must be a mapping, got {data!r}; {_fix(path)}")
     if not isinstance(data.get("path"), str | None):
         raise SpecError(f"--config {path}: `data.path` must be a file name or null; {_fix(path)}")
-    if not isinstance(raw.get("model"), str | None):
-        raise SpecError(f"--config {path}: `model` must be a file name or null; {_fix(path)}")
+    for key in ("model", "model_sha256"):
+        if not isinstance(raw.get(key), str | None):
+            raise SpecError(f"--config {path}: `{key}` must be a string or null; {_fix(path)}")
     _check_config(raw["config"], path)
 
 

@@ -38,6 +38,7 @@ class Export:
     data_path: str | None  # the data the study searched on; None = the built-in synthetic set
     fingerprint: str | None
     model: Path | None = None  # the best trial's kept model, written beside the export (warm start)
+    model_sha256: str | None = None  # what export-best wrote there (None: an export from before digests)
 
 
 def read_export(path: Path) -> Export:
@@ -91,6 +92,7 @@ def read_export(path: Path) -> Export:
         data_path=data.get("path") or spec.data.path,
         fingerprint=data.get("fingerprint"),
         model=path.parent / str(raw["model"]) if isinstance(raw.get("model"), str) else None,
+        model_sha256=raw.get("model_sha256"),
     )
 
 

@@ -87,7 +87,10 @@ def run_final(opts: FinalOptions, console: Console | None = None) -> FinalResult
         built = _build(opts, plan, epochs)
         make_out(out, opts.resume)
         made = out
-        return _train(opts, plan, built, out, console)
+        from marstune.tuning.train.devices import native_noise_filtered
+
+        with native_noise_filtered():  # TensorFlow's native log lines (a grappler "remapper failed")
+            return _train(opts, plan, built, out, console)
     except KeyboardInterrupt:
         console.print(_interrupted(opts, made), soft_wrap=True, markup=False, highlight=False)
         raise
@@ -127,6 +130,14 @@ def _plan(opts: FinalOptions, console: Console) -> _Plan:
             f"--warm-start: {opts.config} {missing}; export again with `tune export-best` from a study "
             "that keeps models (search.keep_models > 0), or drop --warm-start"
         )
+    if opts.warm_start and export.model is not None and export.model_sha256 is not None:
+        from marstune.tuning.study.artifacts import sha256_of
+
+        if sha256_of(export.model) != export.model_sha256:
+            raise TuneError(
+                f"--warm-start: {export.model} is not the model `tune export-best` wrote beside "
+                f"{opts.config} (its sha256 differs: replaced or changed since); export again"
+            )
     if opts.out is not None and not opts.resume:
         check_new_out(opts.out)  # a wrong --out is said before minutes of loading data
     lam = opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", SEG_WEIGHT))
@@ -167,7 +178,7 @@ def _build(opts: FinalOptions, plan: _Plan, epochs: int) -> _Built:
     recipe = dataclasses.replace(recipe, epochs=epochs, batch_size=plan.batch_size)
     make_loss(recipe, plan.data)  # the phases build it again after clearing the session
     model = plan.export.model
-    initial = _kept_weights(model) if opts.warm_start and model is not None else None
+    initial = _kept_weights(model, plan.export.config) if opts.warm_start and model is not None else None
     return _Built(recipe, setup, initial)
 
 
@@ -220,11 +231,21 @@ def resume_command(opts: FinalOptions, out: Path) -> str:
     return shlex.join(args)
 
 
-def _kept_weights(model: Path) -> list[np.ndarray]:
-    """The kept model's weights (loaded with safe_mode=True) for both phases' first epoch."""
+def _kept_weights(model: Path, config: dict[str, Any]) -> list[np.ndarray]:
+    """The kept model's weights (loaded with safe_mode=True) for both phases' first epoch, checked
+    against the U-Net the export's config builds (another configuration's model cannot start it)."""
+    from marstune.models.unet import build_unet
+    from marstune.tuning.constants import MODEL_KEYS
     from marstune.tuning.train.saved import load_saved_model
 
-    return list(load_saved_model(model, flag="--warm-start model", fix="export it again").get_weights())
+    weights = load_saved_model(model, flag="--warm-start model", fix="export it again").get_weights()
+    wanted = [w.shape for w in build_unet({k: config[k] for k in MODEL_KEYS}).get_weights()]
+    if [w.shape for w in weights] != wanted:
+        raise TuneError(
+            f"--warm-start: {model} is a model of another configuration ({len(weights)} weight arrays, "
+            f"the export's config builds {len(wanted)} of other shapes); export again with `tune export-best`"
+        )
+    return list(weights)
 
 
 def _say_data(console: Console, export: Export, data: Prepared) -> None:

@@ -14,6 +14,7 @@ safe_mode=True.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -91,13 +92,15 @@ class KeptModel:
 def kept_path(
     storage: optuna.storages.BaseStorage, study_id: int, trial: optuna.trial.FrozenTrial
 ) -> Path | None:
-    """The file of a trial's kept model (from Optuna's objects), or None."""
+    """The file of a trial's kept model (from Optuna's objects), or None when it has none that is intact
+    (missing, or not the file that was kept)."""
     folder = storage.get_study_system_attrs(study_id).get(ARTIFACTS_ATTR)
     for key, meta in trial.system_attrs.items():
         decoded = json.loads(meta) if isinstance(meta, str) else meta
         if folder and key.startswith(PREFIX) and decoded and decoded.get("filename") == MODEL_FILE:
-            path = Path(folder) / key.removeprefix(PREFIX)
-            return path if path.is_file() else None
+            kept = KeptModel(trial.number, trial.value or 0.0, key.removeprefix(PREFIX), Path(folder))
+            kept = dataclasses.replace(kept, sha256=decoded.get("sha256"))
+            return kept.path if kept.fault() is None else None
     return None
 
 
@@ -259,7 +262,7 @@ def best_kept(url: str, study: str, trial: int | None = None) -> KeptModel | Non
         )
     if models and (fault := models[0].fault()):
         raise StorageError(
-            f"the kept model of trial {models[0].trial}: {fault}; run `tune export-best` (it ships the best "
-            "kept model that is intact) and pass its .keras with --model"
+            f"the kept model of trial {models[0].trial}: {fault}; use another model: `tune export-best` "
+            "ships the best kept model that is intact, if any (for predict: pass its .keras with --model)"
         )
     return models[0] if models else None

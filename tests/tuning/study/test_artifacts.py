@@ -175,6 +175,19 @@ def test_export_best_ships_only_a_kept_model_that_loads(tmp_path: Path) -> None:
     assert f"shipping trial {second.trial}'s" in r.stderr and "cuInit" not in r.stderr
     predicted = run_tune("predict", "--study", "unet-mars", "--storage", url, "--data", "x.npz", cwd=tmp_path)
     assert predicted.returncode == 1 and "is not the one kept" in predicted.stderr, predicted.stderr
+    report = run_tune(
+        *("report", "--storage", url, "--example-items", "8", "--example-epochs", "1", "--out", "r.html"),
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0 and "is retrained instead" in report.stderr, report.stderr[-3000:]
+    assert exported["model_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    shipped = out.read_bytes()
+    out.write_bytes(shipped[:-1] + bytes([shipped[-1] ^ 1]))  # changed by hand: pix2pix refuses it
+    config = str(tmp_path / "studies" / "unet-mars.best.yaml")
+    warm = run_tune("pix2pix", "--config", config, "--warm-start", "--out", "p", cwd=tmp_path)
+    assert warm.returncode == 1 and "is not the model `tune export-best` wrote" in warm.stderr, warm.stderr
+    assert not (tmp_path / "p").exists()
+    out.write_bytes(shipped)
 
     second.path.write_bytes(b"PK\x03\x04 not a whole archive")  # cut off after it was kept
     r = run_tune("export-best", "--storage", url, cwd=tmp_path)

@@ -20,6 +20,7 @@ Adding an engine: one module, one options class, one entry in ENGINES.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,6 +62,12 @@ class RayOptions(RunOptions):
     address: str | None = None  # a running Ray cluster (host:port or auto); None: a local one
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # fractional: 0.5 puts two trials on one GPU
+
+
+def check_trial_resources(cpus: float, gpus: float) -> None:
+    """What a Ray trial may reserve: CPUs > 0 and GPUs >= 0, finite (nan passes a plain `<= 0`)."""
+    if not (math.isfinite(cpus) and cpus > 0 and math.isfinite(gpus) and gpus >= 0):
+        raise UsageError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got {cpus:g} and {gpus:g}")
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marstune.tuning.config.spec import Spec
-from marstune.tuning.errors import SpecError, TuneError, redact
-from marstune.tuning.search.engines import RayOptions, RunSummary
+from marstune.tuning.errors import TuneError, redact
+from marstune.tuning.search.engines import RayOptions, RunSummary, check_trial_resources
 
 if TYPE_CHECKING:
     import optuna
@@ -183,8 +183,7 @@ def _check_resources(cpus: float, gpus: float) -> int:
     """How many trials fit on the cluster at once (per node: a trial runs on one node); 0 is an error."""
     import ray
 
-    if cpus <= 0 or gpus < 0:
-        raise SpecError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got {cpus:g} and {gpus:g}")
+    check_trial_resources(cpus, gpus)
     slots = 0
     for node in ray.nodes():
         res = node.get("Resources", {}) if node.get("Alive") else {}
