@@ -18,6 +18,12 @@ from tests.tiers import slow_reason
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 STORAGES = ("sqlite", "postgresql")
+# A sampled study of real U-Nets, kept small: a random draw of 32 filters x 5 levels x kernel 5 trains
+# for a minute on this CPU, 8 filters x 2-3 levels in seconds (the baseline moved inside that space).
+SMALL_UNETS = (
+    "--set", "space.base_filters.choices=[8]", "--set", "space.levels.high=3",
+    "--set", "baseline.base_filters=8", "--set", "baseline.levels=2",
+)  # fmt: skip
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `pg_instance`: a PostgreSQL server of the test's own, to restart, freeze or fill (never the shared one).

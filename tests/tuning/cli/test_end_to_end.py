@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_tune
+from tests.conftest import SMALL_UNETS, run_tune
 
 
 def test_run_export_and_optuna_cli_agree(tmp_path: Path) -> None:
@@ -90,6 +90,7 @@ def test_a_long_run_recycles_its_worker_process_and_loses_nothing(tmp_path: Path
         *("run", "--sampler", "random", "--trials", "5", "--epochs", "1", "--study", "recycled", "-q"),
         *("--set", "search.trials_per_process=2", "--set", "search.pruner=none", "--set", "train.threads=1"),
         *("--set", "train.max_items=24", "--set", "train.batch_size=8", "--set", "data.synthetic_items=40"),
+        *SMALL_UNETS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr

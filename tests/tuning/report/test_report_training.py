@@ -14,11 +14,11 @@ from marstune.tuning.config.spec import spec_from_stored
 from marstune.tuning.study.lifecycle import stored_spec_raw
 from marstune.tuning.study.storage import open_storage
 from marstune.tuning.study.trial_attrs import EPOCH_LOG_ATTR, per_class_iou, trial_config
-from tests.conftest import run_tune
+from tests.conftest import SMALL_UNETS, run_tune
 
 TINY = (
     "--set", "train.max_items=24", "--set", "data.synthetic_items=24", "--set", "train.batch_size=8",
-    "--set", "train.threads=1", "--epochs", "1", "--pruner", "none", "-q",
+    "--set", "train.threads=1", "--epochs", "1", "--pruner", "none", "-q", *SMALL_UNETS,
 )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_tune
+from tests.conftest import SMALL_UNETS, run_tune
 from tests.tuning.servers import free_port
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -56,6 +56,7 @@ def test_every_trial_is_an_mlflow_run_with_params_curves_and_model(
 ) -> None:
     args = ("run", "--trials", "2", "--epochs", "2", "--sampler", "random", "--mlflow", mlflow_server)
     args += ("--set", "train.max_items=24", "--set", "data.synthetic_items=24", "--set", "train.batch_size=8")
+    args += SMALL_UNETS
     args += ("--set", "search.trials_per_process=0", "--set", "search.keep_models=2", "-q")
     r = run_tune(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -15,15 +15,11 @@ import yaml
 from marstune.tuning.study import artifacts
 from marstune.tuning.study.artifacts import AllStudiesStore, KeptModel, makes_the_cut
 from marstune.tuning.study.storage import open_storage
-from tests.conftest import run_tune
+from tests.conftest import SMALL_UNETS, run_tune
 
 TINY = (
     "--epochs", "1", "--set", "train.max_items=24", "--set", "data.synthetic_items=24",
-    "--set", "train.batch_size=8", "--set", "search.trials_per_process=0", "-q",
-    # small U-Nets only (a random draw of 32 filters x 5 levels x kernel 5 trains for a minute here);
-    # the baseline inside that space
-    "--set", "space.base_filters.choices=[8]", "--set", "space.levels.high=3",
-    "--set", "baseline.base_filters=8", "--set", "baseline.levels=2",
+    "--set", "train.batch_size=8", "--set", "search.trials_per_process=0", "-q", *SMALL_UNETS,
 )  # fmt: skip
 
 
