@@ -8,7 +8,7 @@ import subprocess
 import sys
 import unittest.mock
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +31,15 @@ pytest_plugins = ["tests.tuning.pg_instance"]
 
 
 # Audit events that mean a process of the test's own (sys.addaudithook; CPython names them so).
-_PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.exec", "os.spawn"}
+_PROCESS_EVENTS = {
+    "subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec", "os.spawn",
+    "_posixsubprocess.fork_exec",
+}  # fmt: skip
 _watch: dict[str, list[str] | None] = {"started": None}  # a list while a quick test runs in the quick tier
 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:
+    _watch_training()
     started = _watch["started"]
     if started is not None and event in _PROCESS_EVENTS and not _library_probe(args):
         started.append(f"{event} {str(args[:2])[:120]}")
@@ -44,17 +48,65 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 def _library_probe(args: tuple[object, ...]) -> bool:
     """Python's `platform` runs `uname -p` the first time TensorFlow asks: milliseconds, no process of
     the test's own."""
-    return bool(args) and os.path.basename(str(args[0])) == "uname"
+    if not args:
+        return False
+    first = args[0][0] if isinstance(args[0], list | tuple) and args[0] else args[0]
+    name = os.fsdecode(first) if isinstance(first, str | bytes) else str(first)
+    return os.path.basename(name) == "uname"
+
+
+_trainings_watched: list[bool] = []
+
+
+def _watch_training() -> None:
+    """Once Keras is imported (noticed at the next audit event, long before anything trains), its
+    training entry points report to the watch too: a quick test that trains, through any helper of
+    tuning/ or bench/, fails like one that starts a process."""
+    model = getattr(sys.modules.get("keras"), "Model", None)
+    if model is None or _trainings_watched:
+        return
+    _trainings_watched.append(True)
+    for name in ("fit", "train_on_batch"):
+        original = getattr(model, name)
+
+        def watched(
+            self: object,
+            *args: object,
+            _original: Callable[..., object] = original,
+            _name: str = name,
+            **kw: object,
+        ) -> object:
+            started = _watch["started"]
+            if started is not None:
+                started.append(f"keras.Model.{_name}, a training")
+            return _original(self, *args, **kw)
+
+        setattr(model, name, watched)
+
+
+def _watch_fork_exec() -> None:
+    """multiprocessing's spawn and forkserver start their process through _posixsubprocess.fork_exec,
+    which raises no audit event (CPython 3.11): report it as one."""
+    import _posixsubprocess
+
+    original = _posixsubprocess.fork_exec
+
+    def fork_exec(*args: object) -> int:
+        _audit("_posixsubprocess.fork_exec", args[:1])
+        return original(*args)
+
+    _posixsubprocess.fork_exec = fork_exec
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if "not slow" in (config.option.markexpr or ""):  # the quick tier watches what tiers.py predicted
         sys.addaudithook(_audit)
+        _watch_fork_exec()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """In the quick tier, a test that starts a process fails, naming the rule that missed it."""
+def _watching(item: pytest.Item, phase: str) -> Iterator[None]:
+    """In the quick tier, a test whose setup, call or teardown starts a process fails, naming the rule
+    that missed it."""
     watched = "not slow" in (item.config.option.markexpr or "") and not item.get_closest_marker("slow")
     _watch["started"] = [] if watched else None
     try:
@@ -63,10 +115,25 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         started, _watch["started"] = _watch["started"], None
     if started:
         raise AssertionError(
-            f"this quick test started a process ({started[0]}); tests/tiers.py predicted it starts none:"
-            " teach tiers.py what it uses, so it lands in the full tier"
+            f"this quick test started a process or a training in its {phase} ({started[0]}); tests/tiers.py "
+            "predicted none: teach tiers.py what it uses, so it lands in the full tier"
         )
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watching(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watching(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watching(item, "teardown"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -148,7 +215,12 @@ def tune_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None) ->
     runner = CliRunner()
     with (
         unittest.mock.patch.dict(os.environ),  # what a command sets (TUNE_VERBOSE, MLFLOW_*) dies with it
-        runner.isolation(env={"TUNE_STORAGE": None, **(env or {})}) as (out, err, *_),
+        # No GPU in this process's view: detecting one runs nvidia-smi, a process of the test's own.
+        runner.isolation(env={"TUNE_STORAGE": None, "CUDA_VISIBLE_DEVICES": "", **(env or {})}) as (
+            out,
+            err,
+            *_,
+        ),
     ):
         os.chdir(cwd)
         try:

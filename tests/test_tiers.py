@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO, run_tune
-from tests.tiers import slow_reason
+from tests.tiers import SLOW_FIXTURES, slow_reason
 
 REAL = ["objective.kind=unet", "train.epochs=1"]
 
@@ -108,3 +108,38 @@ def test_no_test_is_marked_slow_by_hand() -> None:
     hand = re.compile(r"^\s*(@pytest\.mark\.slow|pytestmark\s*=.*\bslow\b)", re.M)
     marked = [str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("*.py") if hand.search(p.read_text())]
     assert marked == []
+
+
+def test_real_tests_of_every_kind_land_in_the_full_tier() -> None:
+    """The rules on the suite's own tests, not only on examples: a `tune` subprocess, an own PostgreSQL
+    server, a case on the shared one, a Ray case, a training; and a read of tables stays quick."""
+    from tests.tuning.cli import test_end_to_end
+    from tests.tuning.search.engines import test_contract
+    from tests.tuning.study import test_study_tables
+
+    recycles = test_end_to_end.test_a_long_run_recycles_its_worker_process_and_loses_nothing
+    assert slow_reason([], [], [recycles]) == "a `tune` subprocess"
+    assert slow_reason(["pg_instance"], [], []) == SLOW_FIXTURES["pg_instance"]
+    assert slow_reason([], [("optuna", "tpe", "postgresql")], []) is not None
+    assert slow_reason([], [("ray", "tpe", "sqlite")], []) == "a Ray cluster"
+    tables = test_study_tables.test_every_answer_matches_optuna
+    assert slow_reason(["sqlite_url"], ["sqlite", "maximize"], [tables]) is None
+    assert slow_reason([], [("optuna", "tpe", "sqlite")], [test_contract.Runner.run]) is None
+
+
+def test_the_audit_hook_records_a_process_and_lets_python_s_uname_probe_pass() -> None:
+    """The quick tier's watch (tests/conftest.py) itself: what it records and what it lets pass."""
+    from tests import conftest
+
+    saved, conftest._watch["started"] = conftest._watch["started"], []
+    try:
+        conftest._audit("subprocess.Popen", ("nvidia-smi", ["nvidia-smi", "-L"]))
+        conftest._audit("_posixsubprocess.fork_exec", ([b"/usr/bin/python3", b"-c", b"..."],))
+        conftest._audit("subprocess.Popen", ("uname", ["uname", "-p"]))
+        conftest._audit("_posixsubprocess.fork_exec", ([b"uname", b"-p"],))
+        conftest._audit("open", ("/etc/hosts", "r"))
+        recorded = list(conftest._watch["started"] or [])
+    finally:
+        conftest._watch["started"] = saved
+    assert len(recorded) == 2 and recorded[0].startswith("subprocess.Popen"), recorded
+    assert recorded[1].startswith("_posixsubprocess.fork_exec"), recorded

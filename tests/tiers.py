@@ -37,6 +37,7 @@ SLOW_MODULE_CALLS = {"subprocess": {"run", "Popen", "call", "check_call", "check
 SLOW_NAMES = {
     "fit": "a Keras training",
     "train_on_batch": "a Keras training",
+    "train_step": "a Keras training",
     "RandomSearch": "a Keras Tuner search (trainings)",
     "Popen": "a process of its own",
     "system": "a process of its own",
