@@ -294,8 +294,8 @@ def test_a_worker_node_lost_mid_study_leaves_stdout_to_the_json(tmp_path: Path) 
     cluster = start_cluster(tmp_path)
     url = f"sqlite:///{tmp_path / 't.db'}"
     args = ("--address", cluster.address, "--sampler", "random", "--trials", "4", "--pruner", "none")
-    args += ("--epochs", "4", "--cpus-per-trial", "1", "--storage", url, "--json")
-    command = [sys.executable, "-m", "marstune.tuning", *ray_run(*args, "--set", "objective.sleep=3")]
+    args += ("--epochs", "3", "--cpus-per-trial", "1", "--storage", url, "--json")
+    command = [sys.executable, "-m", "marstune.tuning", *ray_run(*args, "--set", "objective.sleep=2")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cluster.env}
     try:
         run = subprocess.Popen(
