@@ -143,11 +143,16 @@ def _plan(opts: FinalOptions, console: Console) -> _Plan:
     lam = opts.seg_weight if opts.seg_weight is not None else float(export.config.get("lambda", SEG_WEIGHT))
     if not (math.isfinite(lam) and lam >= 0):  # the config's was checked with the file: --lambda inf
         raise TuneError(f"--lambda (the segmentation loss weight) must be a number >= 0, got {lam!r}")
+    if opts.data is None and export.data_path and not Path(export.data_path).exists():
+        raise TuneError(
+            f"the study's data {export.data_path} (data.path in {opts.config}) is not found from "
+            f"{Path.cwd()}: run this where the study ran, or pass --data PATH"
+        )
     spec = run_spec(export, data=opts.data, max_items=opts.max_items, seed=opts.seed)
     from marstune.tuning.train.data import prepare_data
 
     data = prepare_data(spec)  # loads and validates the data before anything is written
-    _say_data(console, export, data)
+    _say_data(console, export, data, subset=opts.max_items is not None)
     batch = int(opts.batch_size or export.config.get("batch_size") or spec.train.batch_size)
     settings = {
         "study": export.study,
@@ -248,13 +253,15 @@ def _kept_weights(model: Path, config: dict[str, Any]) -> list[np.ndarray]:
     return list(weights)
 
 
-def _say_data(console: Console, export: Export, data: Prepared) -> None:
+def _say_data(console: Console, export: Export, data: Prepared, *, subset: bool) -> None:
+    """Say which data trains; `subset` (--max-items): its fingerprint is the subset's, not a sign of
+    other data."""
     if data.synthetic:
         console.print(
             f"[bold yellow]NO DATA SET GIVEN: using the built-in SYNTHETIC Mars terrain "
             f"({len(data.x_train) + len(data.x_val)} pairs); pass --data FILE.npz for real data.[/]"
         )
-    elif export.fingerprint not in (None, "none", data.fingerprint):
+    elif not subset and export.fingerprint not in (None, "none", data.fingerprint):
         console.print(
             f"[yellow]note: the data differs from the study's (fingerprint {data.fingerprint}, the study "
             f"searched on {export.fingerprint})[/]"

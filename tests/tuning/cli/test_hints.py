@@ -29,13 +29,27 @@ def test_the_next_hint_repeats_the_storage_given(tmp_path: Path) -> None:
     assert "next: tune export-best --study c --storage sqlite:///s.db   (--recheck 3" in result.stderr
 
 
-def test_the_next_hint_masks_the_password(pg_url: str, tmp_path: Path) -> None:
+def test_the_next_hint_never_shows_the_password_and_still_runs(pg_url: str, tmp_path: Path) -> None:
+    """A masked URL (`:***@`) would not run when pasted: the hint names "$TUNE_STORAGE" instead, which
+    the pasted command reads once the person sets it."""
     secret = pg_url.replace("postgres@", "postgres:hunter2@")  # trust auth: the password is not checked
     result = run_tune("run", "--storage", secret, "--study", "c", *ANALYTIC, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    masked = secret.replace("hunter2", "***")
-    assert f"next: tune export-best --study c --storage '{masked}'   " in result.stderr  # quoted: `*`
+    assert 'next: tune export-best --study c --storage "$TUNE_STORAGE"   ' in result.stderr, result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+    pasted = subprocess.run(
+        'tune export-best --study c --storage "$TUNE_STORAGE"',
+        shell=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "TUNE_STORAGE": secret,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert pasted.returncode == 0 and "best of c" in pasted.stderr, pasted.stderr
 
 
 def test_the_reports_suggested_run_repeats_storage_spec_and_data(tmp_path: Path) -> None:

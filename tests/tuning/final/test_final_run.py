@@ -399,6 +399,7 @@ BAD_EXPORTS = {
     "class-iou-above-one": ({}, {"per_class_iou": {"sand": 1.5}}, ("`per_class_iou.sand`", "1.5")),
     "unknown-class": ({}, {"per_class_iou": {"rocks": 0.5}}, ("`rocks` under `per_class_iou:`", "big_rock")),
     "class-iou-list": ({}, {"per_class_iou": [0.5]}, ("`per_class_iou` must be a mapping", "[0.5]")),
+    "data-not-here": ({}, {"data": {"path": "away/d.npz"}}, ("data.path in bad.yaml", "pass --data PATH")),
 }
 
 
