@@ -26,6 +26,8 @@ PG_CLOSED = "postgresql+psycopg://tune:pw@127.0.0.1:1/tune"  # nothing listens o
 SECRETS = ("pw@", "Sekr3t", "S3cretPw", "Pw9x", "Ux1", "secret")
 ANALYTIC = ("--set", "objective.kind=analytic", "--epochs", "1", "-q")
 PG_URL = "postgresql+psycopg://postgres:Ux1secret@127.0.0.1/db"
+KEPT_IN = ("run", "--storage", DB, "--study", "k", "--epochs", "1", "--set")  # + a kept models' folder
+KEPT = "search.artifacts (the kept models' folder)"
 
 
 class Row(NamedTuple):
@@ -46,32 +48,8 @@ ROWS: list[Row] = [
     row("run", "--trials", "many"),
     row("run", "--epochs", "0"),
     row("run", "--workers", "0"),
-    row(
-        "run",
-        "--storage",
-        DB,
-        "--study",
-        "k",
-        "--set",
-        "search.artifacts=a_file/models",
-        "--epochs",
-        "1",
-        needles=("search.artifacts (the kept models' folder) a_file/models", "a_file is a file"),
-        code=1,
-    ),
-    row(
-        "run",
-        "--storage",
-        DB,
-        "--study",
-        "k",
-        "--set",
-        "search.artifacts=/proc/nope",
-        "--epochs",
-        "1",
-        needles=("search.artifacts", "/proc"),
-        code=1,
-    ),
+    row(*KEPT_IN, "search.artifacts=a_file/m", needles=(f"{KEPT} a_file/m", "a_file is a file"), code=1),
+    row(*KEPT_IN, "search.artifacts=/proc/nope", needles=(KEPT, "/proc"), code=1),
     row(
         "run", "--workers", "100000", *ANALYTIC, needles=("--workers 100000: at most", "tune worker"), code=2
     ),
